@@ -1,0 +1,93 @@
+"""The one exception hierarchy of Backdrop.
+
+Every error a user can cause or see is a ``BackdropError`` with a stable ``code`` (used in API
+bodies, job records and CLI summaries) and the HTTP status the API maps it to.
+"""
+
+from __future__ import annotations
+
+
+class BackdropError(Exception):
+    """Base of every error Backdrop raises on purpose."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+# --- bad input: the request or file is at fault; retrying will not help -------------------
+
+
+class InvalidInput(BackdropError):
+    code = "invalid_input"
+    http_status = 400
+
+
+class InvalidOption(InvalidInput):
+    """A parameter (background, format, quality, ...) is not valid."""
+
+    code = "invalid_option"
+    http_status = 422
+
+
+class UnsupportedImage(InvalidInput):
+    """The bytes are not an image of an accepted type."""
+
+    code = "unsupported_image"
+    http_status = 415
+
+
+class CorruptImage(InvalidInput):
+    """The file claims to be an accepted image type but cannot be decoded (e.g. truncated)."""
+
+    code = "corrupt_image"
+    http_status = 422
+
+
+class ImageTooLarge(InvalidInput):
+    """More pixels (or bytes) than the configured limit: refused before decoding."""
+
+    code = "image_too_large"
+    http_status = 413
+
+
+class ImageTooSmall(InvalidInput):
+    """A side is below the configured minimum."""
+
+    code = "image_too_small"
+    http_status = 422
+
+
+# --- the model and its weights --------------------------------------------------------------
+
+
+class ModelError(BackdropError):
+    code = "model_error"
+    http_status = 500
+
+
+class WeightsMissing(ModelError):
+    """The checkpoint file is not where the settings say; the message says how to fetch it."""
+
+    code = "weights_missing"
+    http_status = 503
+
+
+class InvalidCheckpoint(ModelError):
+    """The checkpoint is unreadable or does not match the MODNet architecture."""
+
+    code = "invalid_checkpoint"
+    http_status = 500
+
+
+class WeightsDownloadError(ModelError):
+    """No mirror delivered a file with the expected size and sha256."""
+
+    code = "weights_download_failed"
+    http_status = 502

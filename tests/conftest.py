@@ -1,0 +1,54 @@
+"""Markers applied by folder: tests/unit -> unit, tests/conformance -> conformance, ..."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).parent
+FOLDER_MARKERS = {"unit": pytest.mark.unit, "conformance": pytest.mark.conformance, "integration": pytest.mark.integration}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(item.fspath).relative_to(TESTS_DIR).parts[0]
+        marker = FOLDER_MARKERS.get(folder)
+        if marker is not None:
+            item.add_marker(marker)
+
+
+REPO_ROOT = TESTS_DIR.parent
+MODNET_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "modnet"
+
+
+@pytest.fixture(scope="session")
+def modnet_fixtures() -> Path:
+    """The official MODNet fixtures beside the repository; skipped in a plain clone, required in CI."""
+    if not (MODNET_FIXTURES / "random_weights.ckpt").is_file():
+        reason = f"the MODNet reference fixtures are not present at {MODNET_FIXTURES}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + " (they are required when CI=true)")
+        pytest.skip(reason)
+    return MODNET_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def official_format_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MODNet checkpoint with seeded random weights, written the way the official file is."""
+    import torch
+
+    from worker.checkpoint import save_official_format
+    from worker.modnet import MODNet
+
+    torch.manual_seed(0)
+    model = MODNet()
+    # Give the BatchNorms non-trivial statistics so a wrong loader cannot pass by accident.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("weights") / "modnet_photographic_portrait_matting.ckpt"
+    save_official_format(model, path)
+    return path
