@@ -22,18 +22,28 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL_PATH,
         description="MODNet checkpoint (the official modnet_photographic_portrait_matting.ckpt).",
     )
-    device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
-    torch_threads: int | None = Field(default=None, ge=1, description="intra-op CPU threads; None keeps torch's default")
+    device: str = Field(
+        default="auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="intra-op CPU threads; None keeps torch's default"
+    )
     cpu_bf16: Literal["auto", "on", "off"] = Field(
         default="auto", description="bf16 autocast on CPUs with native bf16 support (AMX/AVX512-BF16)"
     )
 
     # --- inference size -------------------------------------------------------------------
-    inference_ref_size: int = Field(default=512, ge=32, description="short side of the network input, before /32 rounding")
-    inference_max_side: int = Field(default=1024, ge=32, description="upper bound on the long side of the network input")
+    inference_ref_size: int = Field(
+        default=512, ge=32, description="short side of the network input, before /32 rounding"
+    )
+    inference_max_side: int = Field(
+        default=1024, ge=32, description="upper bound on the long side of the network input"
+    )
 
     # --- input limits ---------------------------------------------------------------------
-    max_image_pixels: int = Field(default=50_000_000, ge=1, description="refuse decoded images above this many pixels")
+    max_image_pixels: int = Field(
+        default=50_000_000, ge=1, description="refuse decoded images above this many pixels"
+    )
     min_image_side: int = Field(default=32, ge=1, description="refuse images with a side below this")
 
     # --- output ---------------------------------------------------------------------------

@@ -5,12 +5,12 @@ MODNet needs both sides to be multiples of 32 (its encoder downsamples five time
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 MULTIPLE = 32
 
 
-class SizeRule(str, Enum):
+class SizeRule(StrEnum):
     """How to choose the network input size."""
 
     ASPECT = "aspect"  # ours: keep the aspect ratio, bounded long side
@@ -18,7 +18,7 @@ class SizeRule(str, Enum):
 
 
 def _round_to_multiple(value: float) -> int:
-    return max(MULTIPLE, int(round(value / MULTIPLE)) * MULTIPLE)
+    return max(MULTIPLE, round(value / MULTIPLE) * MULTIPLE)
 
 
 def inference_size(height: int, width: int, *, ref_size: int = 512, max_side: int = 1024) -> tuple[int, int]:

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 TESTS_DIR = Path(__file__).parent
-FOLDER_MARKERS = {"unit": pytest.mark.unit, "conformance": pytest.mark.conformance, "integration": pytest.mark.integration}
+FOLDER_MARKERS = {
+    "unit": pytest.mark.unit,
+    "conformance": pytest.mark.conformance,
+    "integration": pytest.mark.integration,
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -75,7 +75,9 @@ class MobileNetV2Features(nn.Module):
             )
         ]
         blocks += [InvertedResidual(*cfg) for cfg in _INVERTED_RESIDUALS]
-        blocks.append(nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True)))
+        blocks.append(
+            nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True))
+        )
         self.features = nn.Sequential(*blocks)
 
 
@@ -129,7 +131,9 @@ class Conv2dIBNormRelu(nn.Module):
         with_relu: bool = True,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=True)
+        ]
         if with_ibn:
             layers.append(IBNorm(out_channels))
         if with_relu:
@@ -261,7 +265,7 @@ class MODNet(nn.Module):
     def forward_heads(
         self, img: torch.Tensor, inference: bool = False
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-        """The three official outputs (semantic at 1/16, detail, matte); inference=True skips the first two."""
+        """The three official outputs (semantic at 1/16, detail, matte); inference=True skips two."""
         pred_semantic, lr8x, (enc2x, enc4x) = self.lr_branch(img, inference)
         lr4x = _up2(lr8x)
         pred_detail, hr2x = self.hr_branch(img, enc2x, enc4x, lr4x, inference)

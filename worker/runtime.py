@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from worker.modnet import MODNet
 log = logging.getLogger(__name__)
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"  # CUDA: weights and activations in half precision
     BF16 = "bf16"  # CPU: bf16 autocast on CPUs with native bf16 instructions

@@ -1,0 +1,1 @@
+"""Celery workers and the MODNet runtime; imports torch, never Flask."""

@@ -1,0 +1,23 @@
+"""The ``backdrop`` command: a thin layer over the library; one module per subcommand."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from worker.cli.replace import replace
+from worker.cli.weights import weights
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
+def main(verbose: bool) -> None:
+    """Backdrop: replace the background of portrait and ID photos."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+main.add_command(replace)
+main.add_command(weights)
