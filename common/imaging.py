@@ -156,9 +156,7 @@ def _webp_canvas_size(head: bytes) -> tuple[int, int] | None:
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> ImageTooLarge:
-    return ImageTooLarge(
-        f"image is {width}x{height} = {width * height} pixels, above the limit of {max_pixels} pixels"
-    )
+    return ImageTooLarge(f"image is {width}x{height} = {width * height} pixels, above the limit of {max_pixels} pixels")
 
 
 def _check_size(width: int, height: int, *, max_pixels: int, min_side: int) -> None:
@@ -170,9 +168,7 @@ def _check_size(width: int, height: int, *, max_pixels: int, min_side: int) -> N
 
 
 @contextmanager
-def _open_checked(
-    fp: BinaryIO, *, max_pixels: int, min_side: int
-) -> Iterator[tuple[Image.Image, ImageInfo, int]]:
+def _open_checked(fp: BinaryIO, *, max_pixels: int, min_side: int) -> Iterator[tuple[Image.Image, ImageInfo, int]]:
     """Open an image lazily and check format and size from the header alone.
 
     Yields the open image, its upright ``ImageInfo`` and its EXIF orientation; the image is
@@ -186,9 +182,7 @@ def _open_checked(
     try:
         im = Image.open(fp, formats=_OPEN_FORMATS)
     except UnidentifiedImageError:
-        raise UnsupportedImage(
-            "not an image of an accepted type (JPEG, PNG, WebP, BMP, TIFF or GIF)"
-        ) from None
+        raise UnsupportedImage("not an image of an accepted type (JPEG, PNG, WebP, BMP, TIFF or GIF)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's threshold is at least ours here, so this image is above our limit too. (The
         # warning arrives as an exception only where warnings are turned into errors.)
@@ -225,9 +219,7 @@ def probe_image(data: bytes, *, max_pixels: int, min_side: int) -> ImageInfo:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def decode_image(
-    source: bytes | str | os.PathLike[str] | BinaryIO, *, max_pixels: int, min_side: int
-) -> DecodedImage:
+def decode_image(source: bytes | str | os.PathLike[str] | BinaryIO, *, max_pixels: int, min_side: int) -> DecodedImage:
     """Decode an image into an upright sRGB array plus its transparency, after the probe checks.
 
     ``source`` is the file's bytes, a path, or a binary stream read from its current position.
@@ -496,9 +488,7 @@ def _save(im: Image.Image, fmt: str, dpi: tuple[float, float] | None, **options:
     return buf.getvalue()
 
 
-def encode_image(
-    rgb: np.ndarray, fmt: str, *, quality: int = 92, dpi: tuple[float, float] | None = None
-) -> bytes:
+def encode_image(rgb: np.ndarray, fmt: str, *, quality: int = 92, dpi: tuple[float, float] | None = None) -> bytes:
     """Encode an (H, W, 3) uint8 sRGB array as JPEG, PNG or WebP.
 
     JPEG keeps full chroma resolution (4:4:4) from quality 90 up, since ID photos are judged on

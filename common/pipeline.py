@@ -132,9 +132,7 @@ def render_outputs(decoded: DecodedImage, matte: np.ndarray, options: ReplaceOpt
             rgba = cutout(foreground, matte)
             add(OutputKind.COMPOSITE, encode_rgba_png(rgba, dpi=decoded.dpi), fmt)
         else:
-            background = render_background(
-                options.background, size=(width, height), original=decoded.rgb, alpha=matte
-            )
+            background = render_background(options.background, size=(width, height), original=decoded.rgb, alpha=matte)
             result = composite(foreground, matte, background)
             add(
                 OutputKind.COMPOSITE,

@@ -22,9 +22,7 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL_PATH,
         description="MODNet checkpoint (the official modnet_photographic_portrait_matting.ckpt).",
     )
-    device: str = Field(
-        default="auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."
-    )
+    device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     torch_threads: int | None = Field(
         default=None, ge=1, description="intra-op CPU threads; None keeps torch's default"
     )
@@ -41,9 +39,7 @@ class Settings(BaseSettings):
     )
 
     # --- input limits ---------------------------------------------------------------------
-    max_image_pixels: int = Field(
-        default=50_000_000, ge=1, description="refuse decoded images above this many pixels"
-    )
+    max_image_pixels: int = Field(default=50_000_000, ge=1, description="refuse decoded images above this many pixels")
     min_image_side: int = Field(default=32, ge=1, description="refuse images with a side below this")
 
     # --- output ---------------------------------------------------------------------------

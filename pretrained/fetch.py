@@ -52,8 +52,7 @@ MIRRORS: tuple[Mirror, ...] = (
     # (https://drive.google.com/drive/folders/1umYmlCulvIFNaqPjwod1SayFmSRHziyR).
     Mirror(
         "google-drive",
-        "https://drive.usercontent.google.com/download"
-        "?id=1mcr7ALciuAsHCpLnrtG_eop5-EYhbCmz&export=download&confirm=t",
+        "https://drive.usercontent.google.com/download?id=1mcr7ALciuAsHCpLnrtG_eop5-EYhbCmz&export=download&confirm=t",
     ),
     # OpenVINO open_model_zoo (models/public/modnet-photographic-portrait-matting/model.yml).
     Mirror(

@@ -70,14 +70,10 @@ class MobileNetV2Features(nn.Module):
     def __init__(self, in_channels: int = 3) -> None:
         super().__init__()
         blocks: list[nn.Module] = [
-            nn.Sequential(
-                nn.Conv2d(in_channels, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True)
-            )
+            nn.Sequential(nn.Conv2d(in_channels, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True))
         ]
         blocks += [InvertedResidual(*cfg) for cfg in _INVERTED_RESIDUALS]
-        blocks.append(
-            nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True))
-        )
+        blocks.append(nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True)))
         self.features = nn.Sequential(*blocks)
 
 
@@ -131,9 +127,7 @@ class Conv2dIBNormRelu(nn.Module):
         with_relu: bool = True,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=True)
-        ]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=True)]
         if with_ibn:
             layers.append(IBNorm(out_channels))
         if with_relu:

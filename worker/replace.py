@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from common.imaging import DecodedImage, decode_image
 
+from common.imaging import DecodedImage, decode_image
 from common.pipeline import (
     RenderedOutputs,
     ReplaceOptions,

@@ -66,9 +66,7 @@ def test_model_level_vectors(model: MODNet, vectors: dict[str, np.ndarray]) -> N
         with torch.inference_mode():
             matte = model(x)
             semantic, detail, full_matte = model.forward_heads(x, inference=False)
-        np.testing.assert_allclose(
-            matte.numpy(), vectors[f"{case}__pred_matte"], rtol=0, atol=ATOL, err_msg=case
-        )
+        np.testing.assert_allclose(matte.numpy(), vectors[f"{case}__pred_matte"], rtol=0, atol=ATOL, err_msg=case)
         np.testing.assert_allclose(full_matte.numpy(), vectors[f"{case}__pred_matte"], rtol=0, atol=ATOL)
         np.testing.assert_allclose(
             semantic.numpy(), vectors[f"{case}__full__pred_semantic"], rtol=0, atol=ATOL, err_msg=case
@@ -102,15 +100,11 @@ def test_per_layer_activations(model: MODNet, vectors: dict[str, np.ndarray]) ->
         for hook in hooks:
             hook.remove()
     for name in names:
-        np.testing.assert_allclose(
-            captured[name], vectors[f"b1_64x96__act__{name}"], rtol=0, atol=ATOL, err_msg=name
-        )
+        np.testing.assert_allclose(captured[name], vectors[f"b1_64x96__act__{name}"], rtol=0, atol=ATOL, err_msg=name)
 
 
 def test_colab_pipeline_vectors(modnet_fixtures: Path, pipeline_vectors: dict[str, np.ndarray]) -> None:
-    runner = ModelRunner(
-        load_modnet(modnet_fixtures / "random_weights.ckpt"), torch.device("cpu"), Precision.FP32
-    )
+    runner = ModelRunner(load_modnet(modnet_fixtures / "random_weights.ckpt"), torch.device("cpu"), Precision.FP32)
     for case in pipeline_vectors["case_names"]:
         image = pipeline_vectors[f"{case}__image_uint8"]
         height, width = image.shape[:2]
@@ -125,9 +119,7 @@ def test_colab_pipeline_vectors(modnet_fixtures: Path, pipeline_vectors: dict[st
 
 
 def test_colab_model_input_and_output(modnet_fixtures: Path, pipeline_vectors: dict[str, np.ndarray]) -> None:
-    runner = ModelRunner(
-        load_modnet(modnet_fixtures / "random_weights.ckpt"), torch.device("cpu"), Precision.FP32
-    )
+    runner = ModelRunner(load_modnet(modnet_fixtures / "random_weights.ckpt"), torch.device("cpu"), Precision.FP32)
     case = "portrait_test1"
     image = pipeline_vectors[f"{case}__image_uint8"]
     size = tuple(pipeline_vectors[f"{case}__resized_shape"].tolist()[2:])

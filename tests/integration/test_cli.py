@@ -50,9 +50,7 @@ def photos(tmp_path: Path) -> Path:
     return root
 
 
-def test_folder_recursive_with_matte_and_cutout(
-    photos: Path, tmp_path: Path, official_format_checkpoint: Path
-) -> None:
+def test_folder_recursive_with_matte_and_cutout(photos: Path, tmp_path: Path, official_format_checkpoint: Path) -> None:
     out = tmp_path / "out"
     result = run_cli(
         "replace", photos, "--background", "red", "--output", out, "--matte", "--cutout",
@@ -77,9 +75,7 @@ def test_folder_recursive_with_matte_and_cutout(
         assert cutout.mode == "RGBA"
 
 
-def test_failures_are_named_and_others_still_processed(
-    tmp_path: Path, official_format_checkpoint: Path
-) -> None:
+def test_failures_are_named_and_others_still_processed(tmp_path: Path, official_format_checkpoint: Path) -> None:
     good = _photo(tmp_path / "good.png", (64, 64))
     data = io.BytesIO()
     Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(data, "JPEG")
@@ -124,9 +120,7 @@ def test_image_background(tmp_path: Path, official_format_checkpoint: Path) -> N
     photo = _photo(tmp_path / "p.jpg", (96, 64))
     backdrop = tmp_path / "beach.png"
     Image.new("RGB", (300, 100), (10, 20, 30)).save(backdrop)
-    result = run_cli(
-        "replace", photo, "-b", backdrop, "-o", "out", model_path=official_format_checkpoint, cwd=tmp_path
-    )
+    result = run_cli("replace", photo, "-b", backdrop, "-o", "out", model_path=official_format_checkpoint, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert _size(tmp_path / "out" / "p.jpg") == (96, 64)
 

@@ -79,9 +79,7 @@ def test_single_backbone_copy_is_enough(
     assert torch.equal(_matte(load_modnet(tmp_path / "dedup.pt"), sample), reference)
 
 
-def test_missing_and_unexpected_keys_are_named(
-    tmp_path: Path, official_state: dict[str, torch.Tensor]
-) -> None:
+def test_missing_and_unexpected_keys_are_named(tmp_path: Path, official_state: dict[str, torch.Tensor]) -> None:
     broken = dict(official_state)
     del broken["module.f_branch.conv_f.1.layers.0.bias"]
     broken["module.extra.weight"] = torch.zeros(3)
@@ -97,16 +95,12 @@ def test_wrong_shapes_are_named(tmp_path: Path, official_state: dict[str, torch.
     broken = dict(official_state)
     broken["module.f_branch.conv_f.1.layers.0.bias"] = torch.zeros(2)
     torch.save(broken, tmp_path / "shape.pt")
-    with pytest.raises(
-        InvalidCheckpoint, match=r"wrong shapes: f_branch.conv_f.1.layers.0.bias \(2,\) != \(1,\)"
-    ):
+    with pytest.raises(InvalidCheckpoint, match=r"wrong shapes: f_branch.conv_f.1.layers.0.bias \(2,\) != \(1,\)"):
         load_modnet(tmp_path / "shape.pt")
 
 
 @pytest.mark.parametrize("keep", [0, 100, 1_000_000])
-def test_truncated_file_gives_one_clear_error(
-    tmp_path: Path, official_format_checkpoint: Path, keep: int
-) -> None:
+def test_truncated_file_gives_one_clear_error(tmp_path: Path, official_format_checkpoint: Path, keep: int) -> None:
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(official_format_checkpoint.read_bytes()[:keep])
     with pytest.raises(InvalidCheckpoint, match=r"cannot read .*truncated\.ckpt as a torch checkpoint"):

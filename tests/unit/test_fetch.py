@@ -129,9 +129,7 @@ def local() -> Iterator[LocalServer]:
 def _fetch(dest: Path, mirrors: list[Mirror], **kwargs: object) -> Path:
     kwargs.setdefault("timeout", 5.0)
     kwargs.setdefault("progress", False)
-    return fetch_weights(
-        dest, mirrors=mirrors, expected_size=len(PAYLOAD), expected_sha256=PAYLOAD_SHA256, **kwargs
-    )
+    return fetch_weights(dest, mirrors=mirrors, expected_size=len(PAYLOAD), expected_sha256=PAYLOAD_SHA256, **kwargs)
 
 
 # --- verification helpers -------------------------------------------------------------------
@@ -271,9 +269,7 @@ def test_failed_download_leaves_existing_file_untouched(local: LocalServer, tmp_
     assert os.listdir(tmp_path) == ["w.ckpt"]
 
 
-def test_progress_bar_goes_to_stderr(
-    local: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_progress_bar_goes_to_stderr(local: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _fetch(tmp_path / "w.ckpt", [local.mirror("good")], progress=True)
     captured = capsys.readouterr()
     assert "good" in captured.err

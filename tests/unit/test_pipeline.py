@@ -89,12 +89,8 @@ def test_naive_blend_when_decontamination_is_off() -> None:
     photo = _photo()
     decoded = _decode(_png(photo))
     matte = _matte()
-    options = ReplaceOptions(
-        background=parse_background("#000"), format=OutputFormat.PNG, decontaminate=False
-    )
-    result = np.asarray(
-        Image.open(io.BytesIO(render_outputs(decoded, matte, options)[OutputKind.COMPOSITE].data))
-    )
+    options = ReplaceOptions(background=parse_background("#000"), format=OutputFormat.PNG, decontaminate=False)
+    result = np.asarray(Image.open(io.BytesIO(render_outputs(decoded, matte, options)[OutputKind.COMPOSITE].data)))
     expected = np.rint(photo[:, 20:40].astype(np.float64) * 0.5).astype(np.uint8)
     assert np.abs(result[:, 20:40].astype(int) - expected).max() <= 1
 
@@ -148,7 +144,5 @@ def test_exif_rotated_photo_keeps_its_displayed_size() -> None:
     photo.save(buffer, "JPEG", exif=exif)
     decoded = _decode(buffer.getvalue())
     assert (decoded.width, decoded.height) == (60, 90)
-    item = render_outputs(decoded, _matte(), ReplaceOptions(background=parse_background("white")))[
-        OutputKind.COMPOSITE
-    ]
+    item = render_outputs(decoded, _matte(), ReplaceOptions(background=parse_background("white")))[OutputKind.COMPOSITE]
     assert Image.open(io.BytesIO(item.data)).size == (60, 90)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from common.backgrounds import PRESETS, parse_background
 from tqdm import tqdm
 
+from common.backgrounds import PRESETS, parse_background
 from common.errors import BackdropError, InvalidOption, ModelError
 from common.pipeline import OutputFormat, OutputKind, ReplaceOptions
 from common.settings import Settings, get_settings
@@ -28,9 +28,7 @@ def collect_jobs(inputs: Iterable[Path]) -> Iterator[Job]:
     """Files as given (whatever their suffix), folders searched recursively for image files."""
     for item in inputs:
         if item.is_dir():
-            for path in sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            ):
+            for path in sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
                 yield Job(path, path.relative_to(item).with_suffix(""))
         else:
             yield Job(item, Path(item.stem))
@@ -88,9 +86,7 @@ def build_options(
 )
 @click.option("--cutout", is_flag=True, help="Also write the person on transparency (<name>.cutout.png).")
 @click.option("--matte", is_flag=True, help="Also write the alpha matte (<name>.matte.png).")
-@click.option(
-    "--decontaminate/--no-decontaminate", default=None, help="Remove the old background's colour from edges."
-)
+@click.option("--decontaminate/--no-decontaminate", default=None, help="Remove the old background's colour from edges.")
 def replace(
     inputs: tuple[Path, ...],
     background: str,

@@ -21,9 +21,7 @@ def _destination(dest: Path | None) -> Path:
 
 
 @weights.command()
-@click.option(
-    "--dest", type=click.Path(path_type=Path), help="Where to save it (default: BACKDROP_MODEL_PATH)."
-)
+@click.option("--dest", type=click.Path(path_type=Path), help="Where to save it (default: BACKDROP_MODEL_PATH).")
 @click.option("--force", is_flag=True, help="Download again even if a valid file is there.")
 def fetch(dest: Path | None, force: bool) -> None:
     """Download the official checkpoint from its mirrors and verify its size and sha256."""
@@ -36,15 +34,12 @@ def fetch(dest: Path | None, force: bool) -> None:
 
 
 @weights.command()
-@click.option(
-    "--path", "path", type=click.Path(path_type=Path), help="File to check (default: BACKDROP_MODEL_PATH)."
-)
+@click.option("--path", "path", type=click.Path(path_type=Path), help="File to check (default: BACKDROP_MODEL_PATH).")
 def verify(path: Path | None) -> None:
     """Check that the file is the official checkpoint (size and sha256)."""
     target = _destination(path)
     if not is_valid_weights(target):
         raise click.ClickException(
-            f"{target} is missing or is not the official checkpoint "
-            f"({EXPECTED_SIZE} bytes, sha256 {EXPECTED_SHA256})"
+            f"{target} is missing or is not the official checkpoint ({EXPECTED_SIZE} bytes, sha256 {EXPECTED_SHA256})"
         )
     click.echo(f"{target}: OK")
