@@ -91,3 +91,30 @@ class WeightsDownloadError(ModelError):
 
     code = "weights_download_failed"
     http_status = 502
+
+
+# --- storage --------------------------------------------------------------------------------
+
+
+class StorageError(BackdropError):
+    """Object storage is unreachable or failing (network, 5xx, timeouts, credentials): callers retry these."""
+
+    code = "storage_unavailable"
+    http_status = 503
+
+
+class ObjectNotFound(BackdropError):
+    """The requested object (an upload or a result) does not exist, or no longer does."""
+
+    code = "not_found"
+    http_status = 404
+
+
+# --- services -------------------------------------------------------------------------------
+
+
+class QueueUnavailable(BackdropError):
+    """Redis (the queue and the job records) cannot be reached; retrying later may work."""
+
+    code = "queue_unavailable"
+    http_status = 503

@@ -5,13 +5,14 @@ decode -> ``network_input`` -> (worker: MODNet) -> ``full_resolution_matte`` -> 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import cv2
 import numpy as np
 
-from common.backgrounds import BackgroundKind, BackgroundSpec, render_background
+from common.backgrounds import BackgroundKind, BackgroundSpec, parse_background, render_background
 from common.compositing import composite, cutout, estimate_foreground, to_float
 from common.errors import InvalidOption
 from common.imaging import DecodedImage, encode_image, encode_matte_png, encode_rgba_png
@@ -59,6 +60,33 @@ class ReplaceOptions:
         transparent = self.background.kind is BackgroundKind.TRANSPARENT
         if transparent and self.format not in (None, OutputFormat.PNG):
             raise InvalidOption(f"a transparent background needs PNG output, not {self.format.value}")
+
+    @classmethod
+    def from_values(
+        cls,
+        *,
+        background: str,
+        format: str | None = None,
+        quality: int = 92,
+        outputs: Iterable[str] = ("composite",),
+        decontaminate: bool = True,
+        background_image: np.ndarray | None = None,
+    ) -> ReplaceOptions:
+        """Options from plain values (a form, a job record, the command line); InvalidOption if wrong."""
+        kinds: set[OutputKind] = set()
+        for name in outputs:
+            try:
+                kinds.add(OutputKind(name.strip().lower()))
+            except ValueError:
+                accepted = ", ".join(k.value for k in OutputKind)
+                raise InvalidOption(f"unknown output {name!r}; accepted: {accepted}") from None
+        return cls(
+            background=parse_background(background, image=background_image),
+            format=OutputFormat.parse(format) if format else None,
+            quality=quality,
+            outputs=frozenset(kinds),
+            decontaminate=decontaminate,
+        )
 
     @property
     def composite_format(self) -> OutputFormat:

@@ -7,6 +7,7 @@ import logging
 import click
 
 from worker.cli.replace import replace
+from worker.cli.serve import serve
 from worker.cli.weights import weights
 
 
@@ -19,3 +20,4 @@ def main(verbose: bool) -> None:
 
 main.add_command(replace)
 main.add_command(weights)
+main.add_command(serve)

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from common.backgrounds import PRESETS, parse_background
+from common.backgrounds import PRESETS
 from common.errors import BackdropError, InvalidOption, ModelError
-from common.pipeline import OutputFormat, OutputKind, ReplaceOptions
+from common.pipeline import OutputKind, ReplaceOptions
 from common.settings import Settings, get_settings
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -35,13 +35,7 @@ def collect_jobs(inputs: Iterable[Path]) -> Iterator[Job]:
 
 
 def build_options(
-    background: str,
-    fmt: str | None,
-    quality: int,
-    cutout: bool,
-    matte: bool,
-    decontaminate: bool,
-    settings: Settings,
+    background: str, fmt: str | None, quality: int, cutout: bool, matte: bool, decontaminate: bool, settings: Settings
 ) -> ReplaceOptions:
     """Turn command-line values into options; a background that is a file is used as an image."""
     image = None
@@ -50,17 +44,14 @@ def build_options(
 
         image = decode(Path(background), settings).rgb
         background = "image"
-    outputs = {OutputKind.COMPOSITE}
-    if cutout:
-        outputs.add(OutputKind.CUTOUT)
-    if matte:
-        outputs.add(OutputKind.MATTE)
-    return ReplaceOptions(
-        background=parse_background(background, image=image),
-        format=OutputFormat.parse(fmt) if fmt else None,
+    outputs = ["composite"] + ["cutout"] * cutout + ["matte"] * matte
+    return ReplaceOptions.from_values(
+        background=background,
+        format=fmt,
         quality=quality,
-        outputs=frozenset(outputs),
+        outputs=outputs,
         decontaminate=decontaminate,
+        background_image=image,
     )
 
 

@@ -1,0 +1,35 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import redis
+from flask import Blueprint, Response, jsonify
+
+from api.context import ctx
+from common.errors import BackdropError
+
+health = Blueprint("health", __name__)
+
+
+@health.get("/healthz")
+def healthz() -> Response:
+    """The process answers."""
+    return jsonify({"status": "ok"})
+
+
+@health.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Redis and storage are reachable: the API can accept and report jobs."""
+    checks: dict[str, str] = {}
+    try:
+        ctx().redis.ping()
+        checks["redis"] = "ok"
+    except redis.RedisError as exc:
+        checks["redis"] = f"unreachable: {exc}"
+    try:
+        ctx().storage.check()
+        checks["storage"] = "ok"
+    except BackdropError as exc:
+        checks["storage"] = f"unreachable: {exc.message}"
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503

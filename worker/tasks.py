@@ -1,0 +1,108 @@
+"""One job, from its stored upload to its stored results. Safe to run twice for the same job."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from common.errors import BackdropError, InvalidInput, StorageError
+from common.imaging import OUTPUT_MEDIA_TYPES
+from common.jobs import Job, JobStatus, ResultInfo, TransitionRefused
+from common.pipeline import (
+    OutputKind,
+    ReplaceOptions,
+    full_resolution_matte,
+    network_input,
+    network_input_shape,
+    render_outputs,
+)
+from common.storage import result_key
+from worker.replace import decode
+from worker.service import WorkerService
+
+log = logging.getLogger(__name__)
+
+# Errors worth retrying: the job itself is fine, a service it needs is not (yet) reachable.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StorageError, redis.ConnectionError, redis.TimeoutError)
+
+RESULT_NAMES = {OutputKind.COMPOSITE: "composite", OutputKind.CUTOUT: "cutout", OutputKind.MATTE: "matte"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: JobStatus | None  # None: nothing done (unknown job, or already finished)
+    detail: str = ""
+
+
+def load_options(job: Job, service: WorkerService) -> ReplaceOptions:
+    image = None
+    if job.options.background_image_key:
+        image = decode(service.storage.get(job.options.background_image_key), service.settings).rgb
+    return ReplaceOptions.from_values(
+        background=job.options.background,
+        format=job.options.format,
+        quality=job.options.quality,
+        outputs=job.options.outputs,
+        decontaminate=job.options.decontaminate,
+        background_image=image,
+    )
+
+
+def process_job(service: WorkerService, job_id: str) -> Outcome:
+    """Run one job. Bad input fails the job with its code; transient errors propagate (to be retried)."""
+    job = service.jobs.get(job_id)
+    if job is None:
+        log.warning("job %s has no record (expired or deleted); dropping it", job_id)
+        return Outcome(None, "no record")
+    if job.status.is_terminal:
+        # A redelivered message of a job that finished before its worker died.
+        return Outcome(None, f"already {job.status.value}")
+    try:
+        service.jobs.start(job_id)
+    except TransitionRefused as exc:
+        return Outcome(None, str(exc))
+
+    try:
+        options = load_options(job, service)
+        decoded = decode(service.storage.get(job.input_key), service.settings)
+        size = network_input_shape(decoded.height, decoded.width, service.settings)
+        batch = service.batcher.submit(network_input(decoded.rgb, size)).result()
+        matte = full_resolution_matte(batch.output, decoded)
+        outputs = render_outputs(decoded, matte, options)
+    except InvalidInput as exc:
+        service.jobs.fail(job_id, exc.code, exc.message)
+        return Outcome(JobStatus.FAILED, exc.code)
+
+    results: dict[str, ResultInfo] = {}
+    for kind, item in outputs.items.items():
+        name = RESULT_NAMES[kind]
+        extension = "jpg" if item.format.value == "jpeg" else item.format.value
+        key = result_key(job_id, f"{name}.{extension}")
+        media_type = OUTPUT_MEDIA_TYPES[item.format.value]
+        service.storage.put(key, item.data, media_type)  # deterministic key: a rerun overwrites
+        results[name] = ResultInfo(
+            key=key,
+            format=item.format.value,
+            media_type=media_type,
+            bytes=len(item.data),
+            width=item.width,
+            height=item.height,
+        )
+    try:
+        service.jobs.succeed(job_id, results, batch_id=batch.batch_id, batch_size=batch.batch_size)
+    except TransitionRefused as exc:
+        return Outcome(None, str(exc))
+    return Outcome(JobStatus.SUCCEEDED)
+
+
+def fail_job(service: WorkerService, job_id: str, error: BaseException) -> None:
+    """Give up on a job: record why, whatever the error was."""
+    if isinstance(error, BackdropError):
+        code, message = error.code, error.message
+    else:
+        code, message = "internal_error", f"{type(error).__name__}: {error}"
+    with contextlib.suppress(TransitionRefused):
+        service.jobs.fail(job_id, code, message)
