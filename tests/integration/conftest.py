@@ -1,28 +1,24 @@
-"""Shared services for integration tests: a real S3-compatible server (moto) in a subprocess."""
+"""Shared services for integration tests, as real processes: S3 (moto), Redis, workers and the API."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import MODNET_FIXTURES
+from tests.integration.stack import Stack, stack_environment
+from worker.embedded import free_port, start_redis
+
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 S3_TEST_ACCESS_KEY = "testing-access-key"
 S3_TEST_SECRET_KEY = "testing-secret-key"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers_http(url: str) -> bool:
@@ -73,3 +69,53 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for the session; tests isolate themselves by database number."""
+    root = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    process = start_redis(root / "data", port, persist=False, log_path=root / "redis.log")
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def service_weights(official_format_checkpoint: Path) -> Path:
+    """The fixture checkpoint with random official-format weights when present, else our own."""
+    fixture = MODNET_FIXTURES / "random_weights.ckpt"
+    return fixture if fixture.is_file() else official_format_checkpoint
+
+
+_databases = iter(range(1, 16))
+
+
+@pytest.fixture(scope="session")
+def stack_factory(
+    redis_server: str, s3_server: str, service_weights: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Stack]]:
+    """Builds service stacks, each with its own Redis database, storage and processes."""
+    stacks: list[Stack] = []
+
+    def build(storage: str = "local", **overrides: str) -> Stack:
+        root = tmp_path_factory.mktemp(f"stack-{storage}")
+        database = next(_databases)
+        env = stack_environment(
+            redis_url=f"{redis_server}/{database}",
+            storage=storage,
+            data_dir=root / "data",
+            weights=service_weights,
+            s3_endpoint=s3_server,
+            bucket=f"stack-{database}",
+        )
+        env.update(overrides)
+        stack = Stack(env, root)
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.stop()
