@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import mimetypes
 import os
 import secrets
@@ -26,6 +27,8 @@ from urllib.parse import quote, urlencode
 
 from common.errors import ObjectNotFound, StorageError
 from common.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_URL_EXPIRY_SECONDS = 7 * 24 * 3600  # the SigV4 limit; LocalStorage keeps the same bound
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -215,12 +218,14 @@ class S3Storage(Storage):
         )
         self._client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
         self._presigner: Any = session.client("s3", endpoint_url=self.public_endpoint_url, config=config)
-        try:
-            if create_bucket:
-                self._ensure_bucket()
-        except BaseException:
-            self.close()
-            raise
+        # With create_bucket, the bucket is made on first use when the store is unreachable now:
+        # a process must be able to start (and report itself not ready) before its storage is up.
+        self._bucket_pending = create_bucket
+        if create_bucket:
+            try:
+                self._ensure_bucket_once()
+            except StorageError as exc:
+                log.warning("bucket %r not checked yet, will retry on first use: %s", bucket, exc.message)
 
     # -- errors --
 
@@ -259,6 +264,11 @@ class S3Storage(Storage):
         except (ClientError, BotoCoreError, Urllib3Error) as exc:
             self._raise(exc, action, key)
 
+    def _ensure_bucket_once(self) -> None:
+        if self._bucket_pending:
+            self._ensure_bucket()
+            self._bucket_pending = False
+
     def _ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
 
@@ -285,6 +295,7 @@ class S3Storage(Storage):
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         validate_key(key)
+        self._ensure_bucket_once()
         with self._translate("writing", key):
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
@@ -346,6 +357,7 @@ class S3Storage(Storage):
             return self._presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
 
     def check(self) -> None:
+        self._ensure_bucket_once()
         with self._translate("checking"):
             self._client.head_bucket(Bucket=self.bucket)
 
