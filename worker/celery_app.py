@@ -15,18 +15,31 @@ from celery.signals import worker_init, worker_shutdown
 
 from common.errors import ModelError
 from common.queue import PROCESS_JOB, make_celery
-from common.settings import get_settings
+from common.settings import Settings, get_settings
+from worker.runtime import resolve_device
 from worker.service import WorkerService
 from worker.tasks import TRANSIENT_ERRORS, fail_job, process_job
 
 log = logging.getLogger(__name__)
 
+CPU_CONCURRENCY = 2
+
+
+def default_concurrency(config: Settings) -> int:
+    """Jobs in flight in one worker. On a GPU, two batches' worth: one in the forward pass while the
+    next is decoded. On a CPU, the network already uses every core and batching gains nothing, so
+    a few jobs keep it busy; more would only wait in the worker, where their messages are reserved
+    and count against the visibility timeout."""
+    if config.worker_concurrency:
+        return config.worker_concurrency
+    if resolve_device(config.device).type == "cuda":
+        return 2 * config.max_batch_size
+    return CPU_CONCURRENCY
+
+
 settings = get_settings()
 app = make_celery(settings)
-app.conf.update(
-    worker_pool="threads",
-    worker_concurrency=settings.worker_concurrency or 2 * settings.max_batch_size,
-)
+app.conf.update(worker_pool="threads", worker_concurrency=default_concurrency(settings))
 
 _service: WorkerService | None = None
 _service_lock = threading.Lock()

@@ -119,6 +119,7 @@ class Stack:
     # --- processes --------------------------------------------------------------------------------
 
     def start_worker(self, *, concurrency: int = 16, wait: bool = True) -> ManagedProcess:
+        """A worker process; ``concurrency`` 0 keeps the worker's own default."""
         for key in self.redis.scan_iter(WORKER_KEY.format(name="*")):
             self.redis.delete(key)
         index = len(self.workers)
