@@ -228,3 +228,10 @@ def test_decode_of_fixture_types(stack: Stack) -> None:
     assert done["status"] == "succeeded"
     decoded = decode_image(stack.download(done["results"]["composite"]["url"]).body, max_pixels=10**6, min_side=1)
     assert decoded.source_format == "WEBP" and (decoded.width, decoded.height) == (80, 64)
+
+
+def test_upload_over_the_size_cap_is_413(stack: Stack) -> None:
+    too_big = rgba_photo(12) + b"\0" * (stack.settings.max_upload_bytes + 1024)
+    response = stack.submit(too_big)
+    assert response.status == 413
+    assert response.json()["error"]["code"] in ("payload_too_large", "image_too_large")

@@ -1,0 +1,110 @@
+"""Transient errors are retried (with backoff) and counted as attempts; bad input fails once."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+from common.errors import StorageError
+from common.jobs import InputInfo, JobOptions, JobStatus, new_job_id
+from common.settings import Settings
+from common.storage import LocalStorage, input_key
+from worker import celery_app
+from worker.runtime import ModelRunner
+from worker.service import WorkerService
+
+
+class FlakyStorage(LocalStorage):
+    """Local storage whose reads fail ``failures`` times, as an unreachable S3 would."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root, base_url="http://127.0.0.1", secret=b"k" * 32)
+        self.failures = failures
+        self.reads = 0
+
+    def get(self, key: str) -> bytes:
+        self.reads += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise StorageError("connection refused (simulated)")
+        return super().get(key)
+
+
+@pytest.fixture(scope="module")
+def runner(official_format_checkpoint: Path) -> ModelRunner:
+    return ModelRunner.load(official_format_checkpoint, "cpu", threads=1)
+
+
+@pytest.fixture
+def service(
+    redis_server: str, runner: ModelRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[WorkerService]:
+    settings = Settings(redis_url=f"{redis_server}/15", data_dir=tmp_path, inference_ref_size=64, max_delay_ms=0)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    svc = WorkerService(settings, runner, FlakyStorage(tmp_path / "storage", failures=0), client)
+    monkeypatch.setattr(celery_app, "_service", svc)
+    yield svc
+    svc.close()
+
+
+def _submit(service: WorkerService, data: bytes) -> str:
+    job_id = new_job_id()
+    service.storage.put(input_key(job_id), data, "application/octet-stream")
+    service.jobs.create(
+        job_id, input_key(job_id), InputInfo(bytes=len(data), format="PNG", width=64, height=64), JobOptions()
+    )
+    return job_id
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 77, np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_transient_errors_are_retried_and_counted(service: WorkerService) -> None:
+    service.storage.failures = 2
+    job_id = _submit(service, _png())
+    celery_app.process_job_task.apply(args=[job_id])
+    job = service.jobs.get(job_id)
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.attempts == 3
+    assert service.storage.reads == 3
+
+
+def test_retries_give_up_with_the_error_code(service: WorkerService) -> None:
+    service.storage.failures = 1000
+    job_id = _submit(service, _png())
+    celery_app.process_job_task.apply(args=[job_id])
+    job = service.jobs.get(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error.code == "storage_unavailable"
+    assert job.attempts == celery_app.process_job_task.max_retries + 1
+
+
+def test_bad_input_fails_once(service: WorkerService) -> None:
+    job_id = _submit(service, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    celery_app.process_job_task.apply(args=[job_id])
+    job = service.jobs.get(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error.code in ("corrupt_image", "unsupported_image")
+    assert job.attempts == 1 and service.storage.reads == 1
+
+
+def test_a_finished_job_is_not_run_again(service: WorkerService) -> None:
+    job_id = _submit(service, _png())
+    celery_app.process_job_task.apply(args=[job_id])
+    reads = service.storage.reads
+    celery_app.process_job_task.apply(args=[job_id])  # a redelivered message
+    assert service.storage.reads == reads
+    assert service.jobs.get(job_id).attempts == 1
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert [celery_app._backoff(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
