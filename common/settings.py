@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     # --- service: worker -----------------------------------------------------------------
     max_batch_size: int = Field(default=8, ge=1, le=256, description="images per forward pass")
     max_delay_ms: int = Field(default=20, ge=0, le=10_000, description="longest wait to fill a batch")
-    worker_concurrency: int = Field(default=0, ge=0, description="jobs in flight per worker; 0: 2 x max_batch_size")
+    worker_concurrency: int = Field(
+        default=0, ge=0, description="jobs in flight per worker; 0: 2 x batch (GPU), 2 (CPU)"
+    )
     visibility_timeout: int = Field(
         default=25, ge=5, description="seconds before an unacknowledged job is redelivered; above the longest job"
     )

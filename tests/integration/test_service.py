@@ -235,3 +235,31 @@ def test_upload_over_the_size_cap_is_413(stack: Stack) -> None:
     response = stack.submit(too_big)
     assert response.status == 413
     assert response.json()["error"]["code"] in ("payload_too_large", "image_too_large")
+
+
+def test_background_image_upload(stack: Stack) -> None:
+    from tests.integration.stack import http, multipart
+
+    backdrop = io.BytesIO()
+    Image.new("RGB", (300, 100), (10, 20, 30)).save(backdrop, "PNG")
+    body, content_type = multipart(
+        {"format": "png"}, {"image": ("p.png", rgba_photo(13)), "background_image": ("b.png", backdrop.getvalue())}
+    )
+    response = http("POST", f"{stack.api_url}/v1/jobs", body, {"Content-Type": content_type})
+    assert response.status == 202, response.body
+    assert response.json()["options"]["background"] == "image"
+    done = stack.wait_for(response.json()["id"])
+    assert done["status"] == "succeeded", done
+    pixels = decode_png(stack.download(done["results"]["composite"]["url"]).body)
+    assert np.all(pixels[:, :24] == (10, 20, 30))
+
+
+def test_background_image_needs_background_image_mode(stack: Stack) -> None:
+    from tests.integration.stack import http, multipart
+
+    body, content_type = multipart(
+        {"background": "red"}, {"image": ("p.png", rgba_photo(14)), "background_image": ("b.png", rgba_photo(15))}
+    )
+    response = http("POST", f"{stack.api_url}/v1/jobs", body, {"Content-Type": content_type})
+    assert response.status == 422 and response.json()["error"]["code"] == "invalid_option"
+    assert stack.submit(rgba_photo(16), background="image").status == 422
