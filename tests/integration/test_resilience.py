@@ -147,3 +147,12 @@ def _up(base: str) -> bool:
         return http("GET", f"{base}/healthz").status == 200
     except OSError:
         return False
+
+
+def test_worker_without_weights_exits_with_instructions(stack_factory: Callable[..., Stack], tmp_path: Path) -> None:
+    stack = stack_factory("local", BACKDROP_MODEL_PATH=str(tmp_path / "absent.ckpt"))
+    worker = stack.start_worker(wait=False)
+    assert worker.process.wait(120) != 0
+    log = worker.log_tail(200)
+    assert "absent.ckpt" in log and "backdrop weights fetch" in log
+    assert not stack.worker_ready()
