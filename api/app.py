@@ -2,27 +2,68 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response
+from flask_openapi3 import Info, OpenAPI
+from pydantic import ValidationError
 
+from api.auth import authenticate_request
 from api.context import EXTENSION, ApiContext
-from api.errors import register_error_handlers
+from api.errors import error_response, register_error_handlers
+from api.limits import keep_own_retry_after, limiter
+from api.routes.docs import docs
 from api.routes.files import files
 from api.routes.health import health
 from api.routes.jobs import jobs
+from api.schemas import ErrorBody
 from common.settings import Settings, get_settings
 
 # Room for the multipart envelope and the small option fields around the image.
 MULTIPART_OVERHEAD = 64 * 1024
+API_VERSION = "1.0.0"
+
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API key: Authorization: Bearer bd_..."},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+}
+
+
+def _invalid_request(exc: ValidationError) -> Response:
+    """Request validation by the OpenAPI layer, in the API's one error format."""
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return error_response(422, "invalid_option", f"{where}: {first.get('msg', 'invalid value')}")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
-    app = Flask(__name__)
+    app = OpenAPI(
+        __name__,
+        info=Info(
+            title="Backdrop",
+            version=API_VERSION,
+            description="Background replacement for portrait and ID photos, as asynchronous jobs.",
+        ),
+        security_schemes=SECURITY_SCHEMES,
+        validation_error_status=422,
+        validation_error_model=ErrorBody,
+        validation_error_callback=_invalid_request,
+        doc_ui=False,
+        doc_prefix="",
+        doc_url="/openapi.json",
+    )
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.json.sort_keys = False
-    app.extensions[EXTENSION] = ApiContext.build(settings)
+    api = ApiContext.build(settings)
+    app.extensions[EXTENSION] = api
     register_error_handlers(app)
-    app.register_blueprint(health)
-    app.register_blueprint(jobs)
-    app.register_blueprint(files)
+    app.before_request(authenticate_request)  # before the rate limiter, which counts per key
+    app.after_request(keep_own_retry_after)  # after_request runs in reverse: this one after the limiter's
+    app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url
+    app.config["RATELIMIT_SWALLOW_ERRORS"] = True  # Redis trouble is reported by the routes, not as a 500
+    limiter.init_app(app)
+    app.register_api(health)
+    app.register_api(jobs)
+    app.register_api(files)
+    app.register_blueprint(docs)
     return app

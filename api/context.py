@@ -9,6 +9,7 @@ from celery import Celery
 from flask import current_app
 
 from common.jobs import JobStore
+from common.keys import KeyStore
 from common.queue import make_celery
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
@@ -23,6 +24,7 @@ class ApiContext:
     jobs: JobStore
     storage: Storage
     celery: Celery
+    keys: KeyStore
 
     @classmethod
     def build(cls, settings: Settings) -> ApiContext:
@@ -35,6 +37,7 @@ class ApiContext:
             jobs=JobStore(client, settings.job_ttl_seconds),
             storage=storage_from_settings(settings),
             celery=make_celery(settings),
+            keys=KeyStore(client),
         )
 
 

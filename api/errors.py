@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+import redis
+from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from common.errors import BackdropError
@@ -20,6 +21,10 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+# When to come back after a 429 (too many pending jobs) or a 503 (a service is down).
+RETRY_AFTER_SECONDS = 5
 
 
 class NotFound(BackdropError):
@@ -38,7 +43,10 @@ def register_error_handlers(app: Flask) -> None:
     def _backdrop_error(exc: BackdropError) -> Response:
         if exc.http_status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return error_response(exc.http_status, exc.code, exc.message)
+        response = error_response(exc.http_status, exc.code, exc.message)
+        if exc.http_status in (429, 503):
+            g.retry_after = response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -47,6 +55,11 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             message = "the request body is larger than the upload limit"
         return error_response(status, HTTP_CODES.get(status, "http_error"), message)
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError) -> Response:
+        log.warning("redis unavailable: %s", exc)
+        return error_response(503, "queue_unavailable", "the job queue is unavailable, try again later")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

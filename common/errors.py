@@ -64,6 +64,20 @@ class ImageTooSmall(InvalidInput):
     http_status = 422
 
 
+class UnsafeURL(InvalidInput):
+    """A URL Backdrop would fetch is refused: not http(s), has userinfo, or reaches a non-public address."""
+
+    code = "unsafe_url"
+    http_status = 422
+
+
+class FetchFailed(InvalidInput):
+    """The remote end of a URL answered badly: HTTP >= 400, too big, too slow, too many redirects, unreachable."""
+
+    code = "fetch_failed"
+    http_status = 422
+
+
 # --- the model and its weights --------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 KEY_PREFIX = "backdrop:"
 JOB_KEY = KEY_PREFIX + "job:{job_id}"
 WORKER_KEY = KEY_PREFIX + "worker:{name}"
+PENDING_KEY = KEY_PREFIX + "pending:{owner}"  # set of an owner's queued and processing jobs
 
 
 class JobStatus(StrEnum):
@@ -22,19 +23,21 @@ class JobStatus(StrEnum):
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELED = "canceled"
 
     @property
     def is_terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
 
 
 # Which states a job may move to from each state. PROCESSING -> PROCESSING is a redelivery or a
 # retry (the attempt count goes up); terminal states never change.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.FAILED}),
-    JobStatus.PROCESSING: frozenset({JobStatus.PROCESSING, JobStatus.SUCCEEDED, JobStatus.FAILED}),
+    JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.FAILED, JobStatus.CANCELED}),
+    JobStatus.PROCESSING: frozenset({JobStatus.PROCESSING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
 }
 
 
@@ -65,6 +68,8 @@ class JobOptions(BaseModel):
     quality: int = 92
     outputs: list[str] = Field(default_factory=lambda: ["composite"])
     decontaminate: bool = True
+    webhook_url: str | None = None
+    webhook_events: list[str] = Field(default_factory=lambda: ["completed"])
 
 
 class JobError(BaseModel):
@@ -74,9 +79,11 @@ class JobError(BaseModel):
 
 class Job(BaseModel):
     id: str
+    owner: str
     status: JobStatus
     created_at: datetime
     updated_at: datetime
+    expires_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: int = 0
@@ -85,8 +92,10 @@ class Job(BaseModel):
     options: JobOptions
     results: dict[str, ResultInfo] = Field(default_factory=dict)
     error: JobError | None = None
-    batch_id: str | None = None  # the forward pass this job's matte came from
-    batch_size: int | None = None
+    batch_id: str | None = None  # the API batch this job belongs to
+    image_url: str | None = None  # input to fetch, when not uploaded
+    pass_id: str | None = None  # the forward pass this job's matte came from
+    pass_size: int | None = None
 
 
 def new_job_id() -> str:
@@ -101,8 +110,9 @@ def now() -> datetime:
 _JSON_FIELDS = ("input", "options", "results", "error")
 
 # Atomic transition: KEYS[1] = job hash; ARGV = [allowed current states (comma separated), ttl seconds,
-# increment attempts (0/1), field, value, field, value, ...]. Returns the previous state, or
-# nil when the job does not exist, or an error reply when the transition is not allowed.
+# increment attempts (0/1), terminal (0/1), field, value, field, value, ...]. Returns the previous
+# state, nil when the job does not exist, or an error reply when the transition is not allowed.
+# A terminal state takes the job out of its owner's pending set (the concurrent-jobs quota).
 _TRANSITION_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return nil end
@@ -111,8 +121,13 @@ for state in string.gmatch(ARGV[1], '[^,]+') do
   if state == current then allowed = true end
 end
 if not allowed then return redis.error_reply('transition:' .. current) end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+if ARGV[4] == '1' then
+  local owner = redis.call('HGET', KEYS[1], 'owner')
+  local id = redis.call('HGET', KEYS[1], 'id')
+  if owner and id then redis.call('SREM', KEYS[2] .. owner, id) end
+end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return current
 """
@@ -163,40 +178,78 @@ class JobStore:
     def key(job_id: str) -> str:
         return JOB_KEY.format(job_id=job_id)
 
-    def create(self, job_id: str, input_key: str, info: InputInfo, options: JobOptions) -> Job:
+    def create(
+        self,
+        job_id: str,
+        input_key: str,
+        info: InputInfo,
+        options: JobOptions,
+        *,
+        owner: str,
+        batch_id: str | None = None,
+        image_url: str | None = None,
+    ) -> Job:
         stamp = now()
         job = Job(
             id=job_id,
+            owner=owner,
             status=JobStatus.QUEUED,
             created_at=stamp,
             updated_at=stamp,
+            expires_at=stamp + timedelta(seconds=self.ttl),
             input_key=input_key,
             input=info,
             options=options,
+            batch_id=batch_id,
+            image_url=image_url,
         )
         fields = _encode(job.model_dump(exclude_none=False) | {"input": info, "options": options, "results": {}})
         with self.redis.pipeline() as pipe:
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl)
+            pipe.sadd(PENDING_KEY.format(owner=owner), job_id)
             pipe.execute()
         return job
+
+    def pending_count(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or processing (records that expired are dropped)."""
+        key = PENDING_KEY.format(owner=owner)
+        members = list(self.redis.smembers(key))
+        if not members:
+            return 0
+        with self.redis.pipeline() as pipe:
+            for job_id in members:
+                pipe.exists(self.key(job_id))
+            alive = pipe.execute()
+        gone = [job_id for job_id, exists in zip(members, alive, strict=True) if not exists]
+        if gone:
+            self.redis.srem(key, *gone)
+        return len(members) - len(gone)
 
     def get(self, job_id: str) -> Job | None:
         raw = self.redis.hgetall(self.key(job_id))
         return _decode(raw) if raw else None
 
-    def delete(self, job_id: str) -> None:
-        self.redis.delete(self.key(job_id))
+    def delete(self, job: Job) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self.key(job.id))
+            pipe.srem(PENDING_KEY.format(owner=job.owner), job.id)
+            pipe.execute()
 
     def _transition(self, job_id: str, target: JobStatus, *, count_attempt: bool = False, **fields: Any) -> bool:
         """Move ``job_id`` to ``target`` if allowed; False when the record no longer exists."""
         allowed_from = [state.value for state, targets in TRANSITIONS.items() if target in targets]
         values = _encode({"status": target.value, "updated_at": now(), **fields})
-        args: list[str] = [",".join(allowed_from), str(self.ttl), "1" if count_attempt else "0"]
+        args: list[str] = [
+            ",".join(allowed_from),
+            str(self.ttl),
+            "1" if count_attempt else "0",
+            "1" if target.is_terminal else "0",
+        ]
         for name, value in values.items():
             args += [name, value]
         try:
-            previous = self._script(keys=[self.key(job_id)], args=args)
+            previous = self._script(keys=[self.key(job_id), PENDING_KEY.format(owner="")], args=args)
         except redis.ResponseError as exc:
             if str(exc).startswith("transition:"):
                 raise TransitionRefused(job_id, JobStatus(str(exc).split(":", 1)[1]), target) from None
@@ -208,16 +261,15 @@ class JobStore:
         return self._transition(job_id, JobStatus.PROCESSING, count_attempt=True, started_at=now())
 
     def succeed(
-        self, job_id: str, results: dict[str, ResultInfo], *, batch_id: str | None = None, batch_size: int | None = None
+        self, job_id: str, results: dict[str, ResultInfo], *, pass_id: str | None = None, pass_size: int | None = None
     ) -> bool:
         return self._transition(
-            job_id,
-            JobStatus.SUCCEEDED,
-            results=results,
-            finished_at=now(),
-            batch_id=batch_id,
-            batch_size=batch_size,
+            job_id, JobStatus.SUCCEEDED, results=results, finished_at=now(), pass_id=pass_id, pass_size=pass_size
         )
+
+    def cancel(self, job_id: str) -> bool:
+        """queued/processing -> canceled; a running job's results are discarded by its worker."""
+        return self._transition(job_id, JobStatus.CANCELED, finished_at=now())
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         return self._transition(job_id, JobStatus.FAILED, error=JobError(code=code, message=message), finished_at=now())

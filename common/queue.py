@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 from celery import Celery
 from kombu import Exchange, Queue
 
+from common.jobs import Job
 from common.settings import Settings
 
 PROCESS_JOB = "backdrop.process_job"
+DELIVER_WEBHOOK = "backdrop.deliver_webhook"
 INTERACTIVE_QUEUE = "interactive"
 BATCH_QUEUE = "batch"
 
@@ -36,9 +40,18 @@ def make_celery(settings: Settings) -> Celery:
             # ~100 s); 1 x 1 brings a killed worker's jobs back within visibility_timeout + ~1 s.
             "unacked_restore_interval": 1,
             "unacked_restore_throttle": 1,
+            # Workers take from the queues strictly in the order they list them (interactive, then
+            # batch), so a large batch never delays a user waiting on one photo.
+            "queue_order_strategy": "priority",
         },
         worker_hijack_root_logger=False,
         task_serializer="json",
         accept_content=["json"],
     )
     return app
+
+
+def notify(app: Celery, job: Job, event: str) -> None:
+    """Queue a webhook delivery of ``event`` ("started" or "completed") when the job asked for one."""
+    if job.options.webhook_url and event in job.options.webhook_events:
+        app.send_task(DELIVER_WEBHOOK, args=[job.id, f"job.{event}", uuid.uuid4().hex], queue=INTERACTIVE_QUEUE)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_PATH = Path("pretrained") / "modnet_photographic_portrait_matting.ckpt"
@@ -44,9 +44,21 @@ class Settings(BaseSettings):
 
     # --- service: queue and job records ---------------------------------------------------
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="broker and job records")
-    job_ttl_seconds: int = Field(default=24 * 3600, ge=60, description="how long job records are kept")
+    job_ttl_seconds: int = Field(
+        default=24 * 3600, ge=1, description="retention: job records, uploads and results are deleted after this"
+    )
     url_expiry_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600, description="presigned result URLs")
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, description="largest accepted upload")
+
+    # --- service: tenancy and limits ------------------------------------------------------
+    auth: Literal["required", "disabled"] = Field(
+        default="required",
+        description="API keys required; 'disabled' (one anonymous user) only for the embedded default (local storage)",
+    )
+    rate_limit: str = Field(default="600/minute", description="requests per API key (Flask-Limiter notation)")
+    max_pending_jobs: int = Field(default=1000, ge=1, description="queued + processing jobs allowed per API key")
+    max_wait_seconds: int = Field(default=60, ge=0, le=60, description="longest 'Prefer: wait=N' hold of a POST")
+    cleanup_interval_seconds: int = Field(default=300, ge=1, description="how often workers delete expired objects")
 
     # --- service: storage ----------------------------------------------------------------
     storage: Literal["local", "s3"] = Field(default="local", description="where uploads and results live")
@@ -74,8 +86,27 @@ class Settings(BaseSettings):
     )
     task_max_retries: int = Field(default=5, ge=0, description="retries of transient (storage, Redis) errors")
 
+    # --- outbound requests ---------------------------------------------------------------
+    fetch_allow_private: bool = Field(
+        default=False,
+        description="allow image_url and webhook targets on loopback/private/link-local networks; "
+        "never the cloud metadata address",
+    )
+    fetch_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1, description="largest image_url download")
+    fetch_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="bound on each connect and read, and on a whole fetch with its redirects"
+    )
+    fetch_max_redirects: int = Field(default=3, ge=0, le=20, description="redirects followed by image_url fetches")
+    webhook_max_attempts: int = Field(default=8, ge=1, description="delivery attempts of one webhook event")
+
     # --- output ---------------------------------------------------------------------------
     decontaminate: bool = Field(default=True, description="estimate the true foreground colour at soft edges")
+
+    @model_validator(mode="after")
+    def _anonymous_only_when_embedded(self) -> Settings:
+        if self.auth == "disabled" and self.storage != "local":
+            raise ValueError("BACKDROP_AUTH=disabled is only for the embedded default (BACKDROP_STORAGE=local)")
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -61,6 +61,10 @@ def validate_key(key: str, *, prefix: bool = False) -> None:
         _check_segment(segment, "storage key segment" if segment else f"storage key {key!r} (empty segment)")
 
 
+# Every object Backdrop writes lives under one of these; retention sweeps them.
+JOB_OBJECT_PREFIXES = ("inputs/", "backgrounds/", "results/")
+
+
 def input_key(job_id: str) -> str:
     """Where a job's uploaded image lives."""
     _check_segment(job_id, "job id")
@@ -124,8 +128,9 @@ class Storage(ABC):
         """Remove ``key``; an absent key is not an error."""
 
     @abstractmethod
-    def delete_prefix(self, prefix: str) -> int:
-        """Remove every key starting with ``prefix`` (a plain string prefix); returns how many were removed."""
+    def delete_prefix(self, prefix: str, *, older_than: float | None = None) -> int:
+        """Remove every key starting with ``prefix`` (a plain string prefix), or only those last written
+        before the unix time ``older_than`` (retention); returns how many were removed."""
 
     @abstractmethod
     def exists(self, key: str) -> bool:
@@ -313,7 +318,7 @@ class S3Storage(Storage):
         with self._translate("deleting", key):
             self._client.delete_object(Bucket=self.bucket, Key=key)
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str, *, older_than: float | None = None) -> int:
         validate_key(prefix, prefix=True)
         deleted = 0
         with self._translate("deleting prefix", prefix):
@@ -321,7 +326,11 @@ class S3Storage(Storage):
             for page in paginator.paginate(
                 Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self.list_page_size}
             ):
-                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                keys = [
+                    {"Key": item["Key"]}
+                    for item in page.get("Contents", [])
+                    if older_than is None or item["LastModified"].timestamp() < older_than
+                ]
                 if not keys:
                     continue
                 response = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
@@ -471,7 +480,7 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"deleting {key!r} from {self.root} failed: {exc}") from exc
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str, *, older_than: float | None = None) -> int:
         validate_key(prefix, prefix=True)
         directory, _, name_start = prefix.rpartition("/")
         base = self._objects / directory if directory else self._objects
@@ -487,7 +496,11 @@ class LocalStorage(Storage):
                         keys.extend(Path(walk_root, name).relative_to(self._objects).as_posix() for name in files)
                 else:
                     keys.append(Path(entry.path).relative_to(self._objects).as_posix())
+            if older_than is not None:
+                keys = [key for key in keys if self._object_path(key).stat().st_mtime < older_than]
             return sum(self._remove(key) for key in keys)
+        except FileNotFoundError:
+            return 0  # deleted meanwhile by another cleaner
         except OSError as exc:
             raise StorageError(f"deleting {prefix!r}* from {self.root} failed: {exc}") from exc
 

@@ -14,8 +14,11 @@ from celery import Task
 from celery.signals import worker_init, worker_shutdown
 
 from common.errors import ModelError
-from common.queue import PROCESS_JOB, make_celery
+from common.job_view import job_view
+from common.keys import KeyStore
+from common.queue import DELIVER_WEBHOOK, PROCESS_JOB, make_celery
 from common.settings import Settings, get_settings
+from common.webhooks import build_payload, deliver, retry_delay
 from worker.runtime import resolve_device
 from worker.service import WorkerService
 from worker.tasks import TRANSIENT_ERRORS, fail_job, process_job
@@ -51,6 +54,7 @@ def service() -> WorkerService:
     with _service_lock:
         if _service is None:
             _service = WorkerService.start(settings)
+            _service.celery = app
         return _service
 
 
@@ -91,3 +95,28 @@ def process_job_task(self: Task, job_id: str) -> str:
         fail_job(svc, job_id, exc)
         return "failed"
     return outcome.status.value if outcome.status else outcome.detail
+
+
+@app.task(name=DELIVER_WEBHOOK, bind=True, max_retries=max(0, settings.webhook_max_attempts - 1))
+def deliver_webhook_task(self: Task, job_id: str, event: str, message_id: str) -> str:
+    """POST a signed event to the job's webhook URL; retried with backoff on 5xx, 408, 429 and network errors."""
+    svc = service()
+    job = svc.jobs.get(job_id)
+    if job is None or not job.options.webhook_url:
+        return "dropped: no job or no webhook"
+    payload = build_payload(event, job_view(job, svc.storage, svc.settings))
+    result = deliver(
+        job.options.webhook_url,
+        KeyStore(svc.redis).webhook_secret(job.owner),
+        message_id,
+        payload,
+        allow_private=svc.settings.fetch_allow_private,
+        timeout=svc.settings.fetch_timeout_seconds,
+    )
+    if result.ok:
+        return f"delivered: HTTP {result.status}"
+    if result.retryable and self.request.retries < self.max_retries:
+        log.warning("webhook %s of job %s failed (%s); retrying", event, job_id, result.error or result.status)
+        raise self.retry(countdown=retry_delay(self.request.retries + 1))
+    log.warning("webhook %s of job %s given up: %s", event, job_id, result.error or result.status)
+    return f"failed: {result.error or result.status}"

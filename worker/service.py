@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import redis
+from celery import Celery
 
 from common.jobs import WORKER_KEY, JobStore
+from common.queue import notify
 from common.settings import Settings
-from common.storage import Storage, storage_from_settings
+from common.storage import JOB_OBJECT_PREFIXES, Storage, storage_from_settings
 from worker.batcher import Batcher
 from worker.runtime import ModelRunner
 
@@ -28,6 +31,7 @@ class WorkerService:
         self.storage = storage
         self.redis = client
         self.jobs = JobStore(client, settings.job_ttl_seconds)
+        self.celery: Celery | None = None  # set by the Celery app; used to queue webhook deliveries
         self.name = f"{socket.gethostname()}:{threading.get_native_id()}"
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             self._forward,
@@ -46,8 +50,40 @@ class WorkerService:
         client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         service = cls(settings, runner, storage_from_settings(settings), client)
         service.announce()
+        service.start_cleanup()
         log.info("worker ready: %s on %s (%s)", service.name, runner.device, runner.precision.value)
         return service
+
+    def notify(self, job_id: str, event: str) -> None:
+        """Queue the job's webhook for ``event`` if it asked for one (never fails the job)."""
+        if self.celery is None:
+            return
+        try:
+            job = self.jobs.get(job_id)
+            if job is not None:
+                notify(self.celery, job, event)
+        except Exception:
+            log.warning("could not queue the %s webhook of job %s", event, job_id, exc_info=True)
+
+    def start_cleanup(self) -> None:
+        """Delete uploads and results older than the retention, every ``cleanup_interval_seconds``
+        (job records expire by themselves in Redis)."""
+        self._stop_cleanup = threading.Event()
+        self._cleanup = threading.Thread(target=self._cleanup_loop, name="retention-cleanup", daemon=True)
+        self._cleanup.start()
+
+    def cleanup_expired(self) -> int:
+        cutoff = time.time() - self.settings.job_ttl_seconds
+        return sum(self.storage.delete_prefix(prefix, older_than=cutoff) for prefix in JOB_OBJECT_PREFIXES)
+
+    def _cleanup_loop(self) -> None:
+        while not self._stop_cleanup.wait(self.settings.cleanup_interval_seconds):
+            try:
+                removed = self.cleanup_expired()
+                if removed:
+                    log.info("retention: deleted %d expired objects", removed)
+            except Exception:
+                log.warning("retention cleanup failed; will try again", exc_info=True)
 
     def _forward(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         passes_before = self.runner.forward_passes
@@ -68,6 +104,8 @@ class WorkerService:
         self.redis.expire(key, self.settings.job_ttl_seconds)
 
     def close(self) -> None:
+        if hasattr(self, "_stop_cleanup"):
+            self._stop_cleanup.set()
         self.batcher.close(timeout=60)
         self.redis.delete(WORKER_KEY.format(name=self.name))
         self.redis.close()

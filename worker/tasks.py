@@ -11,6 +11,7 @@ import redis
 from common.errors import BackdropError, InvalidInput, StorageError
 from common.imaging import OUTPUT_MEDIA_TYPES
 from common.jobs import Job, JobStatus, ResultInfo, TransitionRefused
+from common.netsafe import FetchLimits, fetch_bytes
 from common.pipeline import (
     OutputKind,
     ReplaceOptions,
@@ -51,6 +52,19 @@ def load_options(job: Job, service: WorkerService) -> ReplaceOptions:
     )
 
 
+def read_input(job: Job, service: WorkerService) -> bytes:
+    """The photo: uploaded to storage, or fetched from its URL with SSRF protection."""
+    if job.image_url is None:
+        return service.storage.get(job.input_key)
+    settings = service.settings
+    limits = FetchLimits(
+        max_bytes=min(settings.fetch_max_bytes, settings.max_upload_bytes),
+        timeout=settings.fetch_timeout_seconds,
+        max_redirects=settings.fetch_max_redirects,
+    )
+    return fetch_bytes(job.image_url, limits=limits, allow_private=settings.fetch_allow_private)
+
+
 def process_job(service: WorkerService, job_id: str) -> Outcome:
     """Run one job. Bad input fails the job with its code; transient errors propagate (to be retried)."""
     job = service.jobs.get(job_id)
@@ -61,19 +75,24 @@ def process_job(service: WorkerService, job_id: str) -> Outcome:
         # A redelivered message of a job that finished before its worker died.
         return Outcome(None, f"already {job.status.value}")
     try:
-        service.jobs.start(job_id)
+        if not service.jobs.start(job_id):
+            return Outcome(None, "no record")
     except TransitionRefused as exc:
         return Outcome(None, str(exc))
+    if job.attempts == 0:
+        service.notify(job_id, "started")
 
     try:
         options = load_options(job, service)
-        decoded = decode(service.storage.get(job.input_key), service.settings)
+        decoded = decode(read_input(job, service), service.settings)
         size = network_input_shape(decoded.height, decoded.width, service.settings)
         batch = service.batcher.submit(network_input(decoded.rgb, size)).result()
         matte = full_resolution_matte(batch.output, decoded)
         outputs = render_outputs(decoded, matte, options)
     except InvalidInput as exc:
-        service.jobs.fail(job_id, exc.code, exc.message)
+        with contextlib.suppress(TransitionRefused):
+            if service.jobs.fail(job_id, exc.code, exc.message):
+                service.notify(job_id, "completed")
         return Outcome(JobStatus.FAILED, exc.code)
 
     results: dict[str, ResultInfo] = {}
@@ -92,9 +111,17 @@ def process_job(service: WorkerService, job_id: str) -> Outcome:
             height=item.height,
         )
     try:
-        service.jobs.succeed(job_id, results, batch_id=batch.batch_id, batch_size=batch.batch_size)
+        recorded = service.jobs.succeed(job_id, results, pass_id=batch.batch_id, pass_size=batch.batch_size)
     except TransitionRefused as exc:
-        return Outcome(None, str(exc))
+        recorded = False
+        if exc.current is not JobStatus.CANCELED:
+            return Outcome(None, str(exc))
+    if not recorded:
+        # Canceled or deleted while it ran: its results must not outlive it.
+        for result in results.values():
+            service.storage.delete(result.key)
+        return Outcome(JobStatus.CANCELED, "results discarded")
+    service.notify(job_id, "completed")
     return Outcome(JobStatus.SUCCEEDED)
 
 
@@ -105,4 +132,5 @@ def fail_job(service: WorkerService, job_id: str, error: BaseException) -> None:
     else:
         code, message = "internal_error", f"{type(error).__name__}: {error}"
     with contextlib.suppress(TransitionRefused):
-        service.jobs.fail(job_id, code, message)
+        if service.jobs.fail(job_id, code, message):
+            service.notify(job_id, "completed")

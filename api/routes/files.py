@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request, send_file
+from flask import Response, request, send_file
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
 
 from api.context import ctx
 from api.errors import NotFound
+from api.schemas import ErrorBody
 from common.errors import BackdropError
 from common.storage import LocalStorage, attachment_disposition
 
-files = Blueprint("files", __name__, url_prefix="/v1")
+files = APIBlueprint("files", __name__, url_prefix="/v1", abp_tags=[Tag(name="files")])
+
+
+class FilePath(BaseModel):
+    key: str = Field(description="the object key, from a result URL")
+
+
+class FileQuery(BaseModel):
+    expires: int | None = None
+    signature: str | None = None
+    filename: str | None = None
 
 
 class LinkRefused(BackdropError):
@@ -17,8 +30,10 @@ class LinkRefused(BackdropError):
     http_status = 403
 
 
-@files.get("/files/<path:key>")
-def download(key: str) -> Response:
+@files.get("/files/<path:key>", responses={200: None, 403: ErrorBody, 404: ErrorBody})
+def download(path: FilePath, query: FileQuery) -> Response:
+    """A result in local storage, through the signed, expiring link given by the job."""
+    key = path.key
     storage = ctx().storage
     if not isinstance(storage, LocalStorage):
         raise NotFound("this server does not serve files; use the presigned URLs of the job")

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
+from flask_openapi3 import APIBlueprint, Tag
 
 from api.context import ctx
+from api.schemas import HealthModel, ReadyModel
 from common.errors import BackdropError
 
-health = Blueprint("health", __name__)
+health = APIBlueprint("health", __name__, abp_tags=[Tag(name="health")])
 
 
-@health.get("/healthz")
+@health.get("/healthz", responses={200: HealthModel})
 def healthz() -> Response:
     """The process answers."""
     return jsonify({"status": "ok"})
 
 
-@health.get("/readyz")
+@health.get("/readyz", responses={200: ReadyModel, 503: ReadyModel})
 def readyz() -> tuple[Response, int]:
     """Redis and storage are reachable: the API can accept and report jobs."""
     checks: dict[str, str] = {}

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from common.jobs import WORKER_KEY
+from common.keys import KeyStore
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.embedded import ManagedProcess, api_argv, free_port, wait_until, worker_argv
@@ -108,6 +109,7 @@ class Stack:
         self.workers: list[ManagedProcess] = []
         self.api: ManagedProcess | None = None
         self.api_url = ""
+        self.token: str | None = None  # the API key the helpers below send
         self._storage: Storage | None = None
 
     @property
@@ -145,7 +147,13 @@ class Stack:
             for key in self.redis.scan_iter(WORKER_KEY.format(name="*"))
         )
 
+    def new_key(self, name: str = "tests") -> str:
+        return KeyStore(self.redis).create(name).token
+
     def start_api(self, **overrides: str) -> str:
+        """The API under gunicorn; with authentication required, a key is created for the helpers."""
+        if self.token is None and {**self.env, **overrides}.get("BACKDROP_AUTH", "required") == "required":
+            self.token = self.new_key()
         port = free_port()
         env = {**self.env, "BACKDROP_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **overrides}
         self.env["BACKDROP_PUBLIC_BASE_URL"] = env["BACKDROP_PUBLIC_BASE_URL"]
@@ -174,12 +182,34 @@ class Stack:
 
     # --- the HTTP API ---------------------------------------------------------------------------
 
-    def submit(self, image: bytes, filename: str = "photo.png", **fields: str) -> HttpResponse:
-        body, content_type = multipart(fields, {"image": (filename, image)})
-        return http("POST", f"{self.api_url}/v1/jobs", body, {"Content-Type": content_type})
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        token: str | None = "",
+    ) -> HttpResponse:
+        """A request to the API with this stack's key (``token=None`` sends none, a string sends that one)."""
+        token = self.token if token == "" else token
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        return http(method, f"{self.api_url}{path}", body, {**auth, **(headers or {})})
 
-    def poll(self, job_id: str) -> HttpResponse:
-        return http("GET", f"{self.api_url}/v1/jobs/{job_id}")
+    def submit(
+        self,
+        image: bytes,
+        filename: str = "photo.png",
+        *,
+        headers: dict[str, str] | None = None,
+        token: str | None = "",
+        **fields: str,
+    ) -> HttpResponse:
+        body, content_type = multipart(fields, {"image": (filename, image)})
+        return self.request("POST", "/v1/jobs", body, {"Content-Type": content_type, **(headers or {})}, token=token)
+
+    def poll(self, job_id: str, *, token: str | None = "") -> HttpResponse:
+        return self.request("GET", f"/v1/jobs/{job_id}", token=token)
 
     def wait_for(self, job_id: str, timeout: float = 120, statuses: tuple[str, ...] = ("succeeded", "failed")) -> dict:
         deadline = time.monotonic() + timeout

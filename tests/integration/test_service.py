@@ -77,7 +77,7 @@ def test_upload_poll_download(stack: Stack, in_process_runner: ModelRunner) -> N
     job = response.json()
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] in ("queued", "processing")
-    assert job["input"] == {"bytes": len(data), "format": "PNG", "width": 96, "height": 128}
+    assert job["input"] == {"bytes": len(data), "format": "PNG", "width": 96, "height": 128, "url": None}
 
     done = stack.wait_for(job["id"])
     assert done["status"] == "succeeded", done
@@ -172,10 +172,10 @@ def test_bad_requests_get_typed_errors(
 
 
 def test_missing_image_field(stack: Stack) -> None:
-    from tests.integration.stack import http, multipart
+    from tests.integration.stack import multipart
 
     body, content_type = multipart({"background": "blue"}, {})
-    response = http("POST", f"{stack.api_url}/v1/jobs", body, {"Content-Type": content_type})
+    response = stack.request("POST", "/v1/jobs", body, {"Content-Type": content_type})
     assert response.status == 400 and response.json()["error"]["code"] == "invalid_input"
 
 
@@ -238,14 +238,14 @@ def test_upload_over_the_size_cap_is_413(stack: Stack) -> None:
 
 
 def test_background_image_upload(stack: Stack) -> None:
-    from tests.integration.stack import http, multipart
+    from tests.integration.stack import multipart
 
     backdrop = io.BytesIO()
     Image.new("RGB", (300, 100), (10, 20, 30)).save(backdrop, "PNG")
     body, content_type = multipart(
         {"format": "png"}, {"image": ("p.png", rgba_photo(13)), "background_image": ("b.png", backdrop.getvalue())}
     )
-    response = http("POST", f"{stack.api_url}/v1/jobs", body, {"Content-Type": content_type})
+    response = stack.request("POST", "/v1/jobs", body, {"Content-Type": content_type})
     assert response.status == 202, response.body
     assert response.json()["options"]["background"] == "image"
     done = stack.wait_for(response.json()["id"])
@@ -255,11 +255,11 @@ def test_background_image_upload(stack: Stack) -> None:
 
 
 def test_background_image_needs_background_image_mode(stack: Stack) -> None:
-    from tests.integration.stack import http, multipart
+    from tests.integration.stack import multipart
 
     body, content_type = multipart(
         {"background": "red"}, {"image": ("p.png", rgba_photo(14)), "background_image": ("b.png", rgba_photo(15))}
     )
-    response = http("POST", f"{stack.api_url}/v1/jobs", body, {"Content-Type": content_type})
+    response = stack.request("POST", "/v1/jobs", body, {"Content-Type": content_type})
     assert response.status == 422 and response.json()["error"]["code"] == "invalid_option"
     assert stack.submit(rgba_photo(16), background="image").status == 422

@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from worker.cli.keys import keys
 from worker.cli.replace import replace
 from worker.cli.serve import serve
 from worker.cli.weights import weights
@@ -21,3 +22,4 @@ def main(verbose: bool) -> None:
 main.add_command(replace)
 main.add_command(weights)
 main.add_command(serve)
+main.add_command(keys)

@@ -65,6 +65,8 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
     env["BACKDROP_MODEL_PATH"] = str(Path(settings.model_path).resolve())
     env.setdefault("BACKDROP_PUBLIC_BASE_URL", public_url)
     env.setdefault("BACKDROP_STORAGE", "local")
+    # One user on one machine: no API keys unless asked for (BACKDROP_AUTH=required).
+    env.setdefault("BACKDROP_AUTH", "disabled")
 
     children: list[ManagedProcess] = []
     explicit_redis = "redis_url" in settings.model_fields_set

@@ -1,0 +1,133 @@
+"""Keys, limits and the job lifecycle, against the real stack (Redis, Celery worker, storage, HTTP)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from common.keys import KeyStore
+from tests.integration.stack import Stack
+from tests.integration.test_service import rgba_photo
+from worker.embedded import wait_until
+
+
+@pytest.fixture(scope="module")
+def idle_stack(stack_factory: Callable[..., Stack]) -> Stack:
+    """An API whose jobs stay queued until a test starts a worker."""
+    stack = stack_factory("local", BACKDROP_MAX_PENDING_JOBS="4")
+    stack.start_api()
+    return stack
+
+
+def test_requests_need_a_valid_key(idle_stack: Stack) -> None:
+    missing = idle_stack.submit(rgba_photo(1), token=None)
+    assert missing.status == 401 and missing.json()["error"]["code"] == "unauthorized"
+    assert idle_stack.submit(rgba_photo(1), token="bd_nothing_here").status == 401
+    key = KeyStore(idle_stack.redis).create("soon revoked")
+    assert idle_stack.poll("0" * 32, token=key.token).status == 404  # authenticated: an unknown job
+    KeyStore(idle_stack.redis).revoke(key.key.id)
+    assert idle_stack.poll("0" * 32, token=key.token).status == 401
+    via_header = idle_stack.request("GET", "/v1/jobs/" + "0" * 32, headers={"X-Api-Key": idle_stack.token}, token=None)
+    assert via_header.status == 404
+
+
+def test_a_key_never_sees_another_keys_jobs(idle_stack: Stack) -> None:
+    other = idle_stack.new_key("other tenant")
+    job_id = idle_stack.submit(rgba_photo(2)).json()["id"]
+    for response in (
+        idle_stack.poll(job_id, token=other),
+        idle_stack.request("POST", f"/v1/jobs/{job_id}/cancel", token=other),
+        idle_stack.request("DELETE", f"/v1/jobs/{job_id}", token=other),
+    ):
+        assert response.status == 404 and response.json()["error"]["code"] == "not_found"
+    assert idle_stack.poll(job_id).json()["status"] == "queued"  # untouched by the other key
+    idle_stack.request("DELETE", f"/v1/jobs/{job_id}")
+
+
+def test_idempotent_replay(idle_stack: Stack) -> None:
+    headers = {"Idempotency-Key": "order-1234"}
+    first = idle_stack.submit(rgba_photo(3), headers=headers, background="red")
+    again = idle_stack.submit(rgba_photo(3), headers=headers, background="red")
+    assert first.status == 202 and again.status == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    changed = idle_stack.submit(rgba_photo(3), headers=headers, background="blue")
+    assert changed.status == 422 and changed.json()["error"]["code"] == "idempotency_key_reused"
+    other_key = idle_stack.submit(rgba_photo(3), headers=headers, background="red", token=idle_stack.new_key())
+    assert other_key.json()["id"] != first.json()["id"]  # keys are scoped to their API key
+    for job_id in (first.json()["id"], other_key.json()["id"]):
+        idle_stack.request("DELETE", f"/v1/jobs/{job_id}")
+
+
+def test_pending_quota(idle_stack: Stack) -> None:
+    token = idle_stack.new_key("quota")
+    ids = [idle_stack.submit(rgba_photo(4), token=token).json()["id"] for _ in range(4)]
+    refused = idle_stack.submit(rgba_photo(4), token=token)
+    assert refused.status == 429
+    assert refused.json()["error"]["code"] == "too_many_pending_jobs"
+    assert int(refused.headers["retry-after"]) > 0
+    idle_stack.request("POST", f"/v1/jobs/{ids[0]}/cancel", token=token)
+    assert idle_stack.submit(rgba_photo(4), token=token).status == 202  # a slot came free
+
+
+def test_cancel_a_queued_job_and_it_never_runs(idle_stack: Stack) -> None:
+    canceled = idle_stack.submit(rgba_photo(5)).json()["id"]
+    kept = idle_stack.submit(rgba_photo(6)).json()["id"]
+    response = idle_stack.request("POST", f"/v1/jobs/{canceled}/cancel")
+    assert response.status == 200 and response.json()["status"] == "canceled"
+    idle_stack.start_worker()
+    assert idle_stack.wait_for(kept)["status"] == "succeeded"
+    job = idle_stack.poll(canceled).json()
+    assert job["status"] == "canceled" and job["attempts"] == 0 and job["results"] is None
+    again = idle_stack.request("POST", f"/v1/jobs/{canceled}/cancel")
+    assert again.json()["status"] == "canceled"
+
+
+def test_prefer_wait_answers_in_one_round_trip(idle_stack: Stack) -> None:
+    if not idle_stack.workers:
+        idle_stack.start_worker()
+    response = idle_stack.submit(rgba_photo(7), headers={"Prefer": "wait=30"})
+    assert response.status == 200
+    assert response.json()["status"] == "succeeded" and response.json()["results"]["composite"]["url"]
+    assert response.headers["preference-applied"] == "wait=30"
+
+
+def test_delete_removes_results_and_record(idle_stack: Stack) -> None:
+    if not idle_stack.workers:
+        idle_stack.start_worker()
+    done = idle_stack.wait_for(idle_stack.submit(rgba_photo(8)).json()["id"])
+    url = done["results"]["composite"]["url"]
+    assert idle_stack.download(url).status == 200
+    assert idle_stack.request("DELETE", f"/v1/jobs/{done['id']}").status == 204
+    assert idle_stack.poll(done["id"]).status == 404
+    assert idle_stack.download(url).status == 404
+    objects = idle_stack.settings.data_dir / "storage" / "objects"
+    assert not list(objects.rglob(f"*{done['id']}*"))
+
+
+def test_rate_limit(stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory("local", BACKDROP_RATE_LIMIT="5/minute")
+    stack.start_api()
+    statuses = [stack.poll("0" * 32) for _ in range(6)]
+    assert [r.status for r in statuses[:5]] == [404] * 5
+    limited = statuses[5]
+    assert limited.status == 429 and limited.json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["retry-after"]) > 0
+    assert limited.headers["ratelimit-limit"] == "5" and limited.headers["ratelimit-remaining"] == "0"
+    assert statuses[0].headers["ratelimit-remaining"] == "4"
+    assert stack.poll("0" * 32, token=stack.new_key()).status == 404  # per key, not global
+
+
+def test_results_and_records_expire(stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory("local", BACKDROP_JOB_TTL_SECONDS="4", BACKDROP_CLEANUP_INTERVAL_SECONDS="1")
+    stack.start_worker()
+    stack.start_api()
+    done = stack.wait_for(stack.submit(rgba_photo(9)).json()["id"])
+    created = done["created_at"]
+    assert done["expires_at"] > created
+    objects: Path = stack.settings.data_dir / "storage" / "objects"
+    assert list(objects.rglob(f"*{done['id']}*"))
+    wait_until(lambda: stack.poll(done["id"]).status == 404, 30, "the record to expire")
+    wait_until(lambda: not list(objects.rglob(f"*{done['id']}*")), 30, "the workers' cleanup")
