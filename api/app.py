@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
 from api.auth import authenticate_request
 from api.context import EXTENSION, ApiContext
+from api.context import ctx as request_context
 from api.errors import error_response, register_error_handlers
 from api.limits import keep_own_retry_after, limiter
+from api.routes.batches import batches
+from api.routes.demo import demo
 from api.routes.docs import docs
 from api.routes.files import files
 from api.routes.health import health
@@ -35,6 +38,15 @@ def _invalid_request(exc: ValidationError) -> Response:
     return error_response(422, "invalid_option", f"{where}: {first.get('msg', 'invalid value')}")
 
 
+def apply_body_limit() -> None:
+    """Refuse oversized bodies (413) before they are read: one photo's worth, or a batch's."""
+    api = request_context()
+    if request.endpoint == "batches.create_batch":
+        request.max_content_length = api.settings.max_batch_upload_bytes
+    else:
+        request.max_content_length = api.settings.max_upload_bytes + MULTIPART_OVERHEAD
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = OpenAPI(
@@ -52,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         doc_prefix="",
         doc_url="/openapi.json",
     )
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD  # see apply_body_limit
     app.json.sort_keys = False
     api = ApiContext.build(settings)
     app.extensions[EXTENSION] = api
@@ -65,5 +77,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(health)
     app.register_api(jobs)
     app.register_api(files)
+    app.register_api(batches)
     app.register_blueprint(docs)
+    app.register_blueprint(demo)
+    app.before_request(apply_body_limit)
     return app

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     )
     url_expiry_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600, description="presigned result URLs")
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, description="largest accepted upload")
+    max_batch_upload_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1024, description="largest multipart batch request (spooled to disk, not memory)"
+    )
+    max_batch_jobs: int = Field(default=10_000, ge=1, description="most images in one batch")
 
     # --- service: tenancy and limits ------------------------------------------------------
     auth: Literal["required", "disabled"] = Field(

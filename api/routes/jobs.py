@@ -64,6 +64,7 @@ class JobRequest:
     image_url: str | None
     options: JobOptions
     background_image: bytes | None
+    source_key: str | None = None  # an object already in the bucket, instead of an upload or a URL
 
 
 def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> tuple[bytes, ImageInfo]:
@@ -176,7 +177,7 @@ def enqueue_job(
 ) -> Job:
     """Store the upload, write the record, then send the message (which carries only the job id)."""
     job_id = new_job_id()
-    key = input_key(job_id)
+    key = job_request.source_key or input_key(job_id)
     options = job_request.options.model_copy()
     if job_request.image is not None:
         api.storage.put(key, job_request.image, "application/octet-stream")
