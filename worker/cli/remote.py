@@ -1,0 +1,163 @@
+"""``backdrop replace --server``: the photos go to a Backdrop server as one batch; no model is loaded here."""
+
+from __future__ import annotations
+
+import urllib.error
+from contextlib import suppress
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from common.client import ApiError, BackdropClient
+from common.errors import InvalidOption
+from common.pipeline import ReplaceOptions
+from worker.cli.replace import OUTPUT_SUFFIXES, Job, collect_jobs
+
+BATCH_TIMEOUT_SECONDS = 24 * 3600.0
+
+
+def _output_name(job: Job, kind: str, result: dict) -> Path:
+    """The same names as the local mode: <stem>.jpg|png|webp, <stem>.cutout.png, <stem>.matte.png."""
+    suffixes = {output_kind.value: suffix for output_kind, suffix in OUTPUT_SUFFIXES.items()}
+    suffix = suffixes.get(kind, f".{str(result.get('format', 'jpeg')).replace('jpeg', 'jpg')}")
+    return job.stem.with_name(job.stem.name + suffix)
+
+
+def _server_options(
+    background: str, fmt: str | None, quality: int, cutout: bool, matte: bool, decontaminate: bool | None
+) -> tuple[dict[str, str | int | bool | None], Path | None]:
+    """Form options for the server, checked here first; a background that is a file is uploaded."""
+    background_image = Path(background) if Path(background).is_file() else None
+    outputs = ["composite"] + ["cutout"] * cutout + ["matte"] * matte
+    try:
+        ReplaceOptions.from_values(
+            background="#000" if background_image else background, format=fmt, quality=quality, outputs=outputs
+        )
+    except InvalidOption as exc:
+        raise click.BadParameter(exc.message) from exc
+    options: dict[str, str | int | bool | None] = {
+        "background": "image" if background_image else background,
+        "format": fmt,
+        "quality": quality,
+        "outputs": ",".join(outputs),
+        "decontaminate": decontaminate,
+    }
+    return options, background_image
+
+
+def _describe(exc: ApiError | OSError) -> str:
+    if isinstance(exc, ApiError):
+        return f"{exc.code}: {exc.message}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"unreachable: {exc.reason}"
+    return f"unreadable: {exc.strerror or exc}"
+
+
+def _finished(batch: dict) -> int:
+    counts = batch.get("counts") or {}
+    return sum(int(counts.get(name, 0)) for name in ("succeeded", "failed", "canceled"))
+
+
+def replace_remote(
+    inputs: tuple[Path, ...],
+    *,
+    server: str,
+    api_key: str | None,
+    background: str,
+    fmt: str | None,
+    quality: int,
+    output: Path,
+    cutout: bool,
+    matte: bool,
+    decontaminate: bool | None,
+) -> None:
+    """Send every photo as one batch, follow its progress, then download the results into ``output``."""
+    options, background_image = _server_options(background, fmt, quality, cutout, matte, decontaminate)
+    jobs = list(collect_jobs(inputs))
+    if not jobs:
+        raise click.UsageError("no image files found in the given inputs")
+
+    failures: dict[int, str] = {}
+    sent: list[int] = []  # indexes into jobs, in the batch's submission order
+    images: list[bytes] = []
+    for index, job in enumerate(jobs):
+        try:
+            images.append(job.source.read_bytes())
+        except OSError as exc:
+            failures[index] = _describe(exc)
+            continue
+        sent.append(index)
+
+    client = BackdropClient(server, api_key)
+    written = 0
+    if sent:
+        try:
+            written = _run_batch(client, jobs, sent, images, options, background_image, output, failures)
+        except ApiError as exc:
+            raise click.ClickException(f"the server answered {exc.status} {exc.code}: {exc.message}") from exc
+        except urllib.error.URLError as exc:
+            raise click.ClickException(f"cannot reach {server}: {exc.reason}") from exc
+        except TimeoutError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    click.echo(f"{written} of {len(jobs)} photos done, written to {output}", err=True)
+    if failures:
+        click.echo(f"{len(failures)} failed:", err=True)
+        for index in sorted(failures):
+            click.echo(f"  {jobs[index].source}: {failures[index]}", err=True)
+        raise SystemExit(1)
+
+
+def _run_batch(
+    client: BackdropClient,
+    jobs: list[Job],
+    sent: list[int],
+    images: list[bytes],
+    options: dict[str, str | int | bool | None],
+    background_image: Path | None,
+    output: Path,
+    failures: dict[int, str],
+) -> int:
+    """Submit, wait with a progress bar, download; returns how many photos were written."""
+    batch = client.submit_batch(
+        images, filenames=[jobs[index].source.name for index in sent], background_image=background_image, **options
+    )
+    batch_id = batch["id"]
+    with tqdm(total=len(sent), desc="replacing", unit="photo", disable=None) as bar:
+
+        def progress(state: dict) -> None:
+            bar.update(max(0, _finished(state) - bar.n))
+
+        try:
+            client.wait_batch(batch_id, timeout=BATCH_TIMEOUT_SECONDS, on_progress=progress)
+        except KeyboardInterrupt:
+            with suppress(ApiError, OSError):
+                client.cancel_batch(batch_id)
+            raise
+
+    remote_jobs = list(client.iter_batch_jobs(batch_id))
+    if len(remote_jobs) != len(sent):
+        raise click.ClickException(f"batch {batch_id} has {len(remote_jobs)} jobs, {len(sent)} photos were sent")
+    written = 0
+    for index, remote in zip(sent, remote_jobs, strict=True):
+        job = jobs[index]
+        status = remote.get("status")
+        if status != "succeeded":
+            error = remote.get("error") or {"code": status or "unknown", "message": f"the job is {status}"}
+            failures[index] = f"{error.get('code')}: {error.get('message')}"
+            continue
+        try:
+            for kind, result in (remote.get("results") or {}).items():
+                target = output / _output_name(job, kind, result)
+                data = client.download(result["url"])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        except (ApiError, urllib.error.URLError) as exc:
+            failures[index] = f"{_describe(exc)} (downloading its {kind})"
+            continue
+        except OSError as exc:
+            failures[index] = f"unwritable: {exc.strerror or exc} (its {kind})"
+            continue
+        written += 1
+    return written
