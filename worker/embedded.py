@@ -100,7 +100,7 @@ class ManagedProcess:
             return ""
 
 
-def start_redis(data_dir: Path, port: int, *, persist: bool, log_path: Path) -> ManagedProcess:
+def start_redis(data_dir: Path, port: int, *, persist: bool, log_path: Path, databases: int = 16) -> ManagedProcess:
     """A Redis on loopback; with ``persist``, append-only so accepted jobs survive a restart."""
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -111,6 +111,7 @@ def start_redis(data_dir: Path, port: int, *, persist: bool, log_path: Path) -> 
         "--save", "",
         "--appendonly", "yes" if persist else "no",
         "--daemonize", "no",
+        "--databases", str(databases),
     ]  # fmt: skip
     proc = ManagedProcess("redis", argv, env=os.environ, log_path=log_path, cwd=data_dir)
     url = f"redis://127.0.0.1:{port}/0"

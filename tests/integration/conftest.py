@@ -76,7 +76,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private redis-server for the session; tests isolate themselves by database number."""
     root = tmp_path_factory.mktemp("redis")
     port = free_port()
-    process = start_redis(root / "data", port, persist=False, log_path=root / "redis.log")
+    process = start_redis(root / "data", port, persist=False, log_path=root / "redis.log", databases=DATABASES)
     try:
         yield f"redis://127.0.0.1:{port}"
     finally:
@@ -90,7 +90,8 @@ def service_weights(official_format_checkpoint: Path) -> Path:
     return fixture if fixture.is_file() else official_format_checkpoint
 
 
-_databases = iter(range(1, 16))
+DATABASES = 256  # one per stack: each stack's workers and queues stay apart
+_databases = iter(range(1, DATABASES))
 
 
 @pytest.fixture(scope="session")

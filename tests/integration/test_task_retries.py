@@ -57,7 +57,11 @@ def _submit(service: WorkerService, data: bytes) -> str:
     job_id = new_job_id()
     service.storage.put(input_key(job_id), data, "application/octet-stream")
     service.jobs.create(
-        job_id, input_key(job_id), InputInfo(bytes=len(data), format="PNG", width=64, height=64), JobOptions()
+        job_id,
+        input_key(job_id),
+        InputInfo(bytes=len(data), format="PNG", width=64, height=64),
+        JobOptions(),
+        owner="tests",
     )
     return job_id
 
