@@ -187,9 +187,13 @@ class BackdropClient:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, self._url(path), **kwargs).json()
 
-    def _poll_delay(self, response: _Response, backoff: float) -> float:
+    @staticmethod
+    def _poll_delay(response: _Response, backoff: float) -> tuple[float, float]:
+        """The wait before the next poll (Retry-After, else the backoff) and the next backoff."""
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-        return max(MIN_POLL_SECONDS, retry_after if retry_after is not None else backoff)
+        if retry_after is not None:
+            return max(MIN_POLL_SECONDS, retry_after), backoff
+        return backoff, min(backoff * 1.5, MAX_POLL_SECONDS)
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -244,8 +248,8 @@ class BackdropClient:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise TimeoutError(f"job {job_id} is still {job.get('status')} after {timeout} s")
-            self._sleep(min(self._poll_delay(response, backoff), remaining))
-            backoff = min(backoff * 1.5, MAX_POLL_SECONDS)
+            delay, backoff = self._poll_delay(response, backoff)
+            self._sleep(min(delay, remaining))
 
     def cancel(self, job_id: str) -> dict:
         """Cancel a pending job; the job as it is then (a finished job is left as it was)."""
@@ -268,23 +272,19 @@ class BackdropClient:
         filenames: Sequence[str] | None = None,
         image_urls: Sequence[str] | None = None,
         keys: Sequence[str] | None = None,
-        background_image: ImageSource | None = None,
-        idempotency_key: str | None = None,
         **options: OptionValue,
     ) -> dict:
-        """Create a batch from photos (multipart) or from ``image_urls`` (JSON); the batch as answered."""
+        """Create a batch from photos (multipart), or (JSON) from ``image_urls`` and/or ``keys`` of objects
+        already in the server's bucket; the options are shared by every job. The batch as answered."""
         headers = {"Accept": "application/json"}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
-        if image_urls is not None:
-            if images or background_image is not None:
-                raise ValueError("image_urls cannot be combined with uploaded images")
+        if image_urls is not None or keys is not None:
+            if images:
+                raise ValueError("image_urls and keys cannot be combined with uploaded images")
             payload: dict[str, Any] = {
-                "image_urls": list(image_urls),
+                "image_urls": list(image_urls or []),
+                "keys": list(keys or []),
                 "options": {name: value for name, value in options.items() if value is not None},
             }
-            if keys is not None:
-                payload["keys"] = list(keys)
             headers["Content-Type"] = "application/json"
             return self._json("POST", "/v1/batches", body=json.dumps(payload).encode(), headers=headers)
         if not images:
@@ -295,8 +295,6 @@ class BackdropClient:
             ("images", *_read_image(image, filenames[index] if filenames else None))
             for index, image in enumerate(images)
         ]
-        if background_image is not None:
-            files.append(("background_image", *_read_image(background_image, None)))
         fields = [(name, _option_text(value)) for name, value in options.items() if value is not None]
         body, content_type = encode_multipart(fields, files)
         headers["Content-Type"] = content_type
@@ -337,8 +335,8 @@ class BackdropClient:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise TimeoutError(f"batch {batch_id} has not finished after {timeout} s: {batch.get('counts')}")
-            self._sleep(min(self._poll_delay(response, backoff), remaining))
-            backoff = min(backoff * 1.5, MAX_POLL_SECONDS)
+            delay, backoff = self._poll_delay(response, backoff)
+            self._sleep(min(delay, remaining))
 
     def cancel_batch(self, batch_id: str) -> dict:
         """Cancel every pending job of the batch; the batch as it is then."""

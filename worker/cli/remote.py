@@ -10,11 +10,15 @@ import click
 from tqdm import tqdm
 
 from common.client import ApiError, BackdropClient
-from common.errors import InvalidOption
+from common.errors import BackdropError, InvalidOption
+from common.imaging import probe_image
 from common.pipeline import ReplaceOptions
 from worker.cli.replace import OUTPUT_SUFFIXES, Job, collect_jobs
 
 BATCH_TIMEOUT_SECONDS = 24 * 3600.0
+# Only the file type is checked here; the server applies its own size limits.
+PROBE_MAX_PIXELS = 10**12
+Options = dict[str, str | int | bool | None]
 
 
 def _output_name(job: Job, kind: str, result: dict) -> Path:
@@ -26,24 +30,26 @@ def _output_name(job: Job, kind: str, result: dict) -> Path:
 
 def _server_options(
     background: str, fmt: str | None, quality: int, cutout: bool, matte: bool, decontaminate: bool | None
-) -> tuple[dict[str, str | int | bool | None], Path | None]:
-    """Form options for the server, checked here first; a background that is a file is uploaded."""
-    background_image = Path(background) if Path(background).is_file() else None
+) -> Options:
+    """Form options for the batch, checked here first so that a typo is a usage error."""
+    if Path(background).is_file():
+        raise click.BadParameter(
+            "a background image file cannot be sent with --server (batches take no background_image); "
+            "use a colour, transparent or blur",
+            param_hint="'--background'",
+        )
     outputs = ["composite"] + ["cutout"] * cutout + ["matte"] * matte
     try:
-        ReplaceOptions.from_values(
-            background="#000" if background_image else background, format=fmt, quality=quality, outputs=outputs
-        )
+        ReplaceOptions.from_values(background=background, format=fmt, quality=quality, outputs=outputs)
     except InvalidOption as exc:
-        raise click.BadParameter(exc.message) from exc
-    options: dict[str, str | int | bool | None] = {
-        "background": "image" if background_image else background,
+        raise click.BadParameter(exc.message, param_hint="'--background' / '--format'") from exc
+    return {
+        "background": background,
         "format": fmt,
         "quality": quality,
         "outputs": ",".join(outputs),
         "decontaminate": decontaminate,
     }
-    return options, background_image
 
 
 def _describe(exc: ApiError | OSError) -> str:
@@ -73,27 +79,34 @@ def replace_remote(
     decontaminate: bool | None,
 ) -> None:
     """Send every photo as one batch, follow its progress, then download the results into ``output``."""
-    options, background_image = _server_options(background, fmt, quality, cutout, matte, decontaminate)
+    options = _server_options(background, fmt, quality, cutout, matte, decontaminate)
     jobs = list(collect_jobs(inputs))
     if not jobs:
         raise click.UsageError("no image files found in the given inputs")
 
+    # A file the server would refuse outright (unreadable, not an image) would refuse the whole batch:
+    # it is named here and left out.
     failures: dict[int, str] = {}
     sent: list[int] = []  # indexes into jobs, in the batch's submission order
     images: list[bytes] = []
     for index, job in enumerate(jobs):
         try:
-            images.append(job.source.read_bytes())
+            data = job.source.read_bytes()
+            probe_image(data, max_pixels=PROBE_MAX_PIXELS, min_side=1)
         except OSError as exc:
             failures[index] = _describe(exc)
             continue
+        except BackdropError as exc:
+            failures[index] = f"{exc.code}: {exc.message}"
+            continue
         sent.append(index)
+        images.append(data)
 
-    client = BackdropClient(server, api_key)
     written = 0
     if sent:
+        client = BackdropClient(server, api_key)
         try:
-            written = _run_batch(client, jobs, sent, images, options, background_image, output, failures)
+            written = _run_batch(client, jobs, sent, images, options, output, failures)
         except ApiError as exc:
             raise click.ClickException(f"the server answered {exc.status} {exc.code}: {exc.message}") from exc
         except urllib.error.URLError as exc:
@@ -114,15 +127,12 @@ def _run_batch(
     jobs: list[Job],
     sent: list[int],
     images: list[bytes],
-    options: dict[str, str | int | bool | None],
-    background_image: Path | None,
+    options: Options,
     output: Path,
     failures: dict[int, str],
 ) -> int:
     """Submit, wait with a progress bar, download; returns how many photos were written."""
-    batch = client.submit_batch(
-        images, filenames=[jobs[index].source.name for index in sent], background_image=background_image, **options
-    )
+    batch = client.submit_batch(images, filenames=[jobs[index].source.name for index in sent], **options)
     batch_id = batch["id"]
     with tqdm(total=len(sent), desc="replacing", unit="photo", disable=None) as bar:
 

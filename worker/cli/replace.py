@@ -1,4 +1,4 @@
-"""``backdrop replace``: new backgrounds for photos and folders of photos, in this process."""
+"""``backdrop replace``: new backgrounds for photos and folders of photos, in this process or on a server."""
 
 from __future__ import annotations
 
@@ -78,6 +78,12 @@ def build_options(
 @click.option("--cutout", is_flag=True, help="Also write the person on transparency (<name>.cutout.png).")
 @click.option("--matte", is_flag=True, help="Also write the alpha matte (<name>.matte.png).")
 @click.option("--decontaminate/--no-decontaminate", default=None, help="Remove the old background's colour from edges.")
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Send the photos as one batch to this Backdrop server instead of running the model here.",
+)
+@click.option("--api-key", envvar="BACKDROP_API_KEY", show_envvar=True, help="API key for --server.")
 def replace(
     inputs: tuple[Path, ...],
     background: str,
@@ -87,8 +93,26 @@ def replace(
     cutout: bool,
     matte: bool,
     decontaminate: bool | None,
+    server: str | None,
+    api_key: str | None,
 ) -> None:
     """Replace the background of INPUT photos (files or folders) and write the results to --output."""
+    if server:
+        from worker.cli.remote import replace_remote
+
+        replace_remote(
+            inputs,
+            server=server,
+            api_key=api_key,
+            background=background,
+            fmt=fmt,
+            quality=quality,
+            output=output,
+            cutout=cutout,
+            matte=matte,
+            decontaminate=decontaminate,
+        )
+        return
     settings = get_settings()
     decontaminate = settings.decontaminate if decontaminate is None else decontaminate
     try:
