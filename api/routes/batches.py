@@ -103,8 +103,13 @@ def _requests(api: ApiContext) -> list[JobRequest]:
     if set(request.files) - {"images"}:
         raise InvalidOption("a multipart batch takes repeated 'images' files (no background_image)")
     options = parse_options(request.form.to_dict(flat=False), has_background_image=False)
-    uploads = request.files.getlist("images")
-    return [JobRequest(*read_upload(upload, "images", api), None, options, None) for upload in uploads]
+    found = []
+    for upload in request.files.getlist("images"):
+        try:
+            found.append(JobRequest(*read_upload(upload, "images", api), None, options, None))
+        except InvalidInput as exc:  # not an image, too large, too small: that job fails, the batch goes on
+            found.append(JobRequest(None, None, None, options, None, refused=exc))
+    return found
 
 
 def batch_view(api: ApiContext, batch: Batch, page: int, page_size: int) -> dict[str, Any]:

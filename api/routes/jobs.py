@@ -65,6 +65,7 @@ class JobRequest:
     options: JobOptions
     background_image: bytes | None
     source_key: str | None = None  # an object already in the bucket, instead of an upload or a URL
+    refused: InvalidInput | None = None  # a batch item that failed validation: recorded as a failed job
 
 
 def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> tuple[bytes, ImageInfo]:
@@ -179,7 +180,7 @@ def enqueue_job(
     job_id = new_job_id()
     key = job_request.source_key or input_key(job_id)
     options = job_request.options.model_copy()
-    if job_request.image is not None:
+    if job_request.image is not None and job_request.refused is None:
         api.storage.put(key, job_request.image, "application/octet-stream")
     if job_request.background_image is not None:
         options.background_image_key = background_key(job_id)
@@ -194,6 +195,10 @@ def enqueue_job(
         job = api.jobs.create(
             job_id, key, input_info, options, owner=owner, batch_id=batch_id, image_url=job_request.image_url
         )
+        if job_request.refused is not None:
+            # One bad photo of a batch fails alone, with its code, instead of refusing the batch.
+            api.jobs.fail(job_id, job_request.refused.code, job_request.refused.message)
+            return api.jobs.get(job_id) or job
         api.celery.send_task(PROCESS_JOB, args=[job_id], queue=queue)
     except (redis.RedisError, OperationalError) as exc:
         raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc

@@ -110,13 +110,17 @@ def test_interactive_jobs_go_before_a_waiting_batch(stack_factory: Callable[...,
     wait_batch(stack, batch["id"])
 
 
-def test_photo_of_batch_decodes(stack_factory: Callable[..., Stack]) -> None:
-    """A batch part that is not an image is refused with the same typed error as a single upload."""
+def test_a_bad_photo_fails_alone(stack_factory: Callable[..., Stack]) -> None:
+    """A part that is not an image, or is too small, fails its own job with the typed error; the rest runs."""
     stack = stack_factory("local")
+    stack.start_worker()
     stack.start_api()
-    text = submit_batch(stack, [rgba_photo(1), b"not an image"])
-    assert text.status == 415 and text.json()["error"]["code"] == "unsupported_image"
     buffer = io.BytesIO()
     Image.new("RGB", (10, 10)).save(buffer, "PNG")
-    small = submit_batch(stack, [buffer.getvalue()])
-    assert small.status == 422 and small.json()["error"]["code"] == "image_too_small"
+    response = submit_batch(stack, [rgba_photo(1), b"not an image", buffer.getvalue()], format="png")
+    assert response.status == 202, response.body
+    jobs = response.json()["jobs"]
+    assert [job["status"] for job in jobs[1:]] == ["failed", "failed"]
+    assert [job["error"]["code"] for job in jobs[1:]] == ["unsupported_image", "image_too_small"]
+    done = wait_batch(stack, response.json()["id"])
+    assert done["counts"]["succeeded"] == 1 and done["counts"]["failed"] == 2
