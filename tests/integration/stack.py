@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from common.client import encode_multipart
 from common.jobs import WORKER_KEY
 from common.keys import KeyStore
 from common.settings import Settings
@@ -63,18 +64,8 @@ class HttpResponse:
 
 
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts: list[bytes] = []
-    for name, value in fields.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, (filename, data) in files.items():
-        head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        )
-        parts.append(head.encode() + data + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+    """A multipart/form-data body (the client's encoder) and its Content-Type."""
+    return encode_multipart(list(fields.items()), [(name, filename, data) for name, (filename, data) in files.items()])
 
 
 def _headers(message: Any) -> dict[str, str]:

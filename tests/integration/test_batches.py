@@ -10,26 +10,16 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from tests.integration.stack import Stack, multipart
+from common.client import encode_multipart
+from tests.integration.stack import Stack
 from tests.integration.test_service import BLUE, decode_png, rgba_photo
 
 
 def submit_batch(stack: Stack, images: list[bytes], **fields: str):
-    boundary_body, content_type = multipart(fields, {})
-    # Repeated "images" parts: build them by hand on top of the option fields.
-    boundary = content_type.split("boundary=")[1]
-    parts = boundary_body.removesuffix(f"--{boundary}--\r\n".encode())
-    for i, data in enumerate(images):
-        parts += (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="p{i}.png"\r\n'
-                "Content-Type: image/png\r\n\r\n"
-            ).encode()
-            + data
-            + b"\r\n"
-        )
-    parts += f"--{boundary}--\r\n".encode()
-    return stack.request("POST", "/v1/batches", parts, {"Content-Type": content_type})
+    body, content_type = encode_multipart(
+        list(fields.items()), [("images", f"p{i}.png", data) for i, data in enumerate(images)]
+    )
+    return stack.request("POST", "/v1/batches", body, {"Content-Type": content_type})
 
 
 def wait_batch(stack: Stack, batch_id: str, timeout: float = 300) -> dict:

@@ -96,7 +96,9 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
 
         click.echo(
             f"Backdrop is running at {public_url} (logs in {logs}); Ctrl-C stops it.\n"
-            f"  curl -F image=@photo.jpg -F background=blue {public_url}/v1/jobs",
+            f"  demo page:  {public_url}/\n"
+            f"  API docs:   {public_url}/docs  ({public_url}/openapi.json)\n"
+            f"  from curl:  curl -F image=@photo.jpg -F background=blue {public_url}/v1/jobs",
             err=True,
         )
         _wait_for_stop(children)
