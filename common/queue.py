@@ -7,6 +7,7 @@ import uuid
 from celery import Celery
 from kombu import Exchange, Queue
 
+from common.batches import BatchStore
 from common.jobs import Job
 from common.settings import Settings
 
@@ -55,3 +56,12 @@ def notify(app: Celery, job: Job, event: str) -> None:
     """Queue a webhook delivery of ``event`` ("started" or "completed") when the job asked for one."""
     if job.options.webhook_url and event in job.options.webhook_events:
         app.send_task(DELIVER_WEBHOOK, args=[job.id, f"job.{event}", uuid.uuid4().hex], queue=INTERACTIVE_QUEUE)
+
+
+def notify_batch_completed(app: Celery, batches: BatchStore, batch_id: str | None) -> None:
+    """Queue the batch's one ``batch.completed`` event if its last job just finished."""
+    if batch_id is None:
+        return
+    batch = batches.claim_completion(batch_id)
+    if batch is not None and batch.webhook_url:
+        app.send_task(DELIVER_WEBHOOK, args=[batch.id, "batch.completed", uuid.uuid4().hex], queue=INTERACTIVE_QUEUE)

@@ -22,7 +22,7 @@ from standardwebhooks import Webhook
 from common.errors import FetchFailed, UnsafeURL
 from common.netsafe import USER_AGENT, FetchLimits, Resolver, safe_request
 
-WEBHOOK_EVENTS = ("job.started", "job.completed")
+WEBHOOK_EVENTS = ("job.started", "job.completed", "batch.completed")
 """job.completed covers succeeded, failed and canceled jobs: the payload's status says which."""
 
 SECRET_PREFIX = "whsec_"

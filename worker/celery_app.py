@@ -13,6 +13,7 @@ import threading
 from celery import Task
 from celery.signals import worker_init, worker_shutdown
 
+from common.batches import BatchStore, batch_view
 from common.errors import ModelError
 from common.job_view import job_view
 from common.keys import KeyStore
@@ -98,25 +99,40 @@ def process_job_task(self: Task, job_id: str) -> str:
 
 
 @app.task(name=DELIVER_WEBHOOK, bind=True, max_retries=max(0, settings.webhook_max_attempts - 1))
-def deliver_webhook_task(self: Task, job_id: str, event: str, message_id: str) -> str:
-    """POST a signed event to the job's webhook URL; retried with backoff on 5xx, 408, 429 and network errors."""
+def deliver_webhook_task(self: Task, subject_id: str, event: str, message_id: str) -> str:
+    """POST a signed event (of a job, or of a batch) to its webhook URL; retried with backoff on 5xx,
+    408, 429 and network errors, with the same message id."""
     svc = service()
-    job = svc.jobs.get(job_id)
-    if job is None or not job.options.webhook_url:
-        return "dropped: no job or no webhook"
-    payload = build_payload(event, job_view(job, svc.storage, svc.settings))
+    target = _webhook_target(svc, subject_id, event)
+    if target is None:
+        return "dropped: no such job or batch, or no webhook"
+    url, owner, data = target
     result = deliver(
-        job.options.webhook_url,
-        KeyStore(svc.redis).webhook_secret(job.owner),
+        url,
+        KeyStore(svc.redis).webhook_secret(owner),
         message_id,
-        payload,
+        build_payload(event, data),
         allow_private=svc.settings.fetch_allow_private,
         timeout=svc.settings.fetch_timeout_seconds,
     )
     if result.ok:
         return f"delivered: HTTP {result.status}"
     if result.retryable and self.request.retries < self.max_retries:
-        log.warning("webhook %s of job %s failed (%s); retrying", event, job_id, result.error or result.status)
+        log.warning("webhook %s of %s failed (%s); retrying", event, subject_id, result.error or result.status)
         raise self.retry(countdown=retry_delay(self.request.retries + 1))
-    log.warning("webhook %s of job %s given up: %s", event, job_id, result.error or result.status)
+    log.warning("webhook %s of %s given up: %s", event, subject_id, result.error or result.status)
     return f"failed: {result.error or result.status}"
+
+
+def _webhook_target(svc: WorkerService, subject_id: str, event: str) -> tuple[str, str, dict] | None:
+    """(url, owner, payload data) of an event, rebuilt at each attempt so its links are fresh."""
+    if event.startswith("batch."):
+        batches = BatchStore(svc.redis, svc.jobs)
+        batch = batches.get(subject_id)
+        if batch is None or not batch.webhook_url:
+            return None
+        return batch.webhook_url, batch.owner, batch_view(batches, batch, svc.storage, svc.settings)
+    job = svc.jobs.get(subject_id)
+    if job is None or not job.options.webhook_url:
+        return None
+    return job.options.webhook_url, job.owner, job_view(job, svc.storage, svc.settings)

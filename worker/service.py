@@ -12,8 +12,9 @@ import numpy as np
 import redis
 from celery import Celery
 
+from common.batches import BatchStore
 from common.jobs import WORKER_KEY, JobStore
-from common.queue import notify
+from common.queue import notify, notify_batch_completed
 from common.settings import Settings
 from common.storage import JOB_OBJECT_PREFIXES, Storage, storage_from_settings
 from worker.batcher import Batcher
@@ -64,6 +65,18 @@ class WorkerService:
                 notify(self.celery, job, event)
         except Exception:
             log.warning("could not queue the %s webhook of job %s", event, job_id, exc_info=True)
+
+    def job_finished(self, job_id: str) -> None:
+        """A job reached a final state: its ``completed`` webhook, and its batch's if it was the last."""
+        self.notify(job_id, "completed")
+        if self.celery is None:
+            return
+        try:
+            job = self.jobs.get(job_id)
+            if job is not None and job.batch_id:
+                notify_batch_completed(self.celery, BatchStore(self.redis, self.jobs), job.batch_id)
+        except Exception:
+            log.warning("could not check the batch of job %s", job_id, exc_info=True)
 
     def start_cleanup(self) -> None:
         """Delete uploads and results older than the retention, every ``cleanup_interval_seconds``

@@ -92,7 +92,7 @@ def process_job(service: WorkerService, job_id: str) -> Outcome:
     except InvalidInput as exc:
         with contextlib.suppress(TransitionRefused):
             if service.jobs.fail(job_id, exc.code, exc.message):
-                service.notify(job_id, "completed")
+                service.job_finished(job_id)
         return Outcome(JobStatus.FAILED, exc.code)
 
     results: dict[str, ResultInfo] = {}
@@ -121,7 +121,7 @@ def process_job(service: WorkerService, job_id: str) -> Outcome:
         for result in results.values():
             service.storage.delete(result.key)
         return Outcome(JobStatus.CANCELED, "results discarded")
-    service.notify(job_id, "completed")
+    service.job_finished(job_id)
     return Outcome(JobStatus.SUCCEEDED)
 
 
@@ -133,4 +133,4 @@ def fail_job(service: WorkerService, job_id: str, error: BaseException) -> None:
         code, message = "internal_error", f"{type(error).__name__}: {error}"
     with contextlib.suppress(TransitionRefused):
         if service.jobs.fail(job_id, code, message):
-            service.notify(job_id, "completed")
+            service.job_finished(job_id)

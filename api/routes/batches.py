@@ -16,11 +16,10 @@ from api.context import ApiContext, ctx
 from api.errors import NotFound
 from api.routes.jobs import JobRequest, check_quota, enqueue_job, parse_options, read_upload
 from api.schemas import ERRORS, ErrorDetail, JobModel
-from common.batches import Batch, BatchStore
+from common.batches import Batch, BatchStore, batch_view
 from common.errors import InvalidInput, InvalidOption
-from common.job_view import job_view
 from common.jobs import JobStatus, TransitionRefused
-from common.queue import BATCH_QUEUE
+from common.queue import BATCH_QUEUE, notify_batch_completed
 from common.storage import JOB_OBJECT_PREFIXES
 
 batches = APIBlueprint(
@@ -40,8 +39,7 @@ class BatchForm(BaseModel):
     quality: int | None = Field(default=None, ge=1, le=100)
     outputs: str | None = None
     decontaminate: bool | None = None
-    webhook_url: str | None = Field(default=None, description="every job of the batch reports its events here")
-    webhook_events: str | None = None
+    webhook_url: str | None = Field(default=None, description="receives one signed batch.completed event")
 
 
 class BatchJson(BaseModel):
@@ -67,6 +65,7 @@ class BatchModel(BaseModel):
     created_at: str
     expires_at: str
     total: int
+    webhook_url: str | None = None
     counts: dict[str, int]
     jobs: list[JobModel]
     page: int
@@ -91,6 +90,10 @@ def _as_form(options: dict[str, Any]) -> dict[str, list[str]]:
 
 def _requests(api: ApiContext) -> list[JobRequest]:
     """One validated job request per photo of the batch."""
+    if "webhook_events" in request.form or (
+        request.is_json and "webhook_events" in request.get_json().get("options", {})
+    ):
+        raise InvalidOption("a batch reports one batch.completed event: webhook_events is for single jobs")
     if request.is_json:
         body = BatchJson.model_validate(request.get_json())
         options = parse_options(_as_form(body.options), has_background_image=False)
@@ -112,22 +115,8 @@ def _requests(api: ApiContext) -> list[JobRequest]:
     return found
 
 
-def batch_view(api: ApiContext, batch: Batch, page: int, page_size: int) -> dict[str, Any]:
-    counts = _store(api).counts(batch.id)
-    finished = sum(counts[s.value] for s in JobStatus if s.is_terminal)
-    start = (page - 1) * page_size
-    jobs = _store(api).jobs_of(batch.id, start, start + page_size - 1)
-    return {
-        "id": batch.id,
-        "status": "completed" if finished >= batch.total else "pending",
-        "created_at": batch.created_at.isoformat(),
-        "expires_at": batch.expires_at.isoformat(),
-        "total": batch.total,
-        "counts": counts,
-        "jobs": [job_view(job, api.storage, api.settings) for job in jobs if job is not None],
-        "page": page,
-        "next_page": page + 1 if start + page_size < batch.total else None,
-    }
+def view(api: ApiContext, batch: Batch, page: int, page_size: int) -> dict[str, Any]:
+    return batch_view(_store(api), batch, api.storage, api.settings, page, page_size)
 
 
 def owned_batch(api: ApiContext, batch_id: str) -> Batch:
@@ -149,12 +138,16 @@ def create_batch(form: BatchForm) -> Response:
     if len(job_requests) > api.settings.max_batch_jobs:
         raise InvalidInput(f"a batch holds at most {api.settings.max_batch_jobs} images")
     check_quota(api, owner, adding=len(job_requests))
+    # The batch has one webhook (one batch.completed event), not one per job.
+    webhook_url = job_requests[0].options.webhook_url
     store = _store(api)
-    batch = store.create(owner, len(job_requests))
+    batch = store.create(owner, len(job_requests), webhook_url)
     for job_request in job_requests:
+        job_request.options = job_request.options.model_copy(update={"webhook_url": None})
         job = enqueue_job(api, owner, job_request, batch_id=batch.id, queue=BATCH_QUEUE)
         store.add_job(batch, job.id)
-    response = jsonify(batch_view(api, batch, 1, MAX_PAGE_SIZE))
+    notify_batch_completed(api.celery, store, batch.id)  # when every photo was refused at once
+    response = jsonify(view(api, batch, 1, MAX_PAGE_SIZE))
     response.status_code = 202
     response.headers["Location"] = url_for("batches.get_batch", batch_id=batch.id)
     return response
@@ -164,7 +157,7 @@ def create_batch(form: BatchForm) -> Response:
 def get_batch(path: BatchPath, query: BatchQuery) -> Response:
     """Counts per status and one page of the batch's jobs, in submission order."""
     api = ctx()
-    return jsonify(batch_view(api, owned_batch(api, path.batch_id), query.page, query.page_size))
+    return jsonify(view(api, owned_batch(api, path.batch_id), query.page, query.page_size))
 
 
 @batches.post("/batches/<batch_id>/cancel", responses={200: BatchModel, **ERRORS})
@@ -175,7 +168,8 @@ def cancel_batch(path: BatchPath) -> Response:
     for job_id in _store(api).job_ids(batch.id):
         with suppress(TransitionRefused):
             api.jobs.cancel(job_id)
-    return jsonify(batch_view(api, batch, 1, MAX_PAGE_SIZE))
+    notify_batch_completed(api.celery, _store(api), batch.id)
+    return jsonify(view(api, batch, 1, MAX_PAGE_SIZE))
 
 
 @batches.get("/batches/<batch_id>/results.zip", responses={200: None, **ERRORS})

@@ -20,13 +20,14 @@ from api.auth import current_owner
 from api.context import ApiContext, ctx
 from api.errors import NotFound
 from api.schemas import ERRORS, JobForm, JobHeaders, JobModel, JobPath
+from common.batches import BatchStore
 from common.errors import BackdropError, ImageTooLarge, InvalidInput, InvalidOption, QueueUnavailable
 from common.imaging import ImageInfo, probe_image
 from common.job_view import job_view
 from common.jobs import KEY_PREFIX, InputInfo, Job, JobOptions, JobStatus, TransitionRefused, new_job_id
 from common.netsafe import UnsafeURL
 from common.pipeline import ReplaceOptions
-from common.queue import INTERACTIVE_QUEUE, PROCESS_JOB, notify
+from common.queue import INTERACTIVE_QUEUE, PROCESS_JOB, notify, notify_batch_completed
 from common.storage import background_key, input_key, job_prefix
 
 jobs = APIBlueprint(
@@ -301,6 +302,7 @@ def cancel_job(path: JobPath) -> Response:
         job = owned_job(api, job_id)
         if job.status is JobStatus.CANCELED:
             notify(api.celery, job, "completed")
+            notify_batch_completed(api.celery, BatchStore(api.redis, api.jobs), job.batch_id)
     return job_response(job, api, 200)
 
 

@@ -185,3 +185,24 @@ def test_webhook_to_loopback_is_not_delivered(guarded: Stack, remote: Remote) ->
     with pytest.raises(TimeoutError):
         wait_until(lambda: bool(remote.deliveries), 3, "a delivery that must not happen")
     assert remote.deliveries == []
+
+
+def test_a_batch_reports_once_when_complete(trusting: Stack, remote: Remote) -> None:
+    from common.client import encode_multipart
+
+    body, content_type = encode_multipart(
+        [("webhook_url", f"{remote.base}/hook"), ("format", "png")],
+        [("images", f"p{i}.png", rgba_photo(40 + i)) for i in range(3)] + [("images", "bad.png", b"nope")],
+    )
+    response = trusting.request("POST", "/v1/batches", body, {"Content-Type": content_type})
+    assert response.status == 202, response.body
+    batch_id = response.json()["id"]
+    wait_until(lambda: bool(remote.deliveries), 120, "the batch.completed event")
+    with pytest.raises(TimeoutError):  # and only one
+        wait_until(lambda: len(remote.deliveries) > 1, 3, "a second batch event")
+    headers, raw = remote.deliveries[0]
+    Webhook(_secret(trusting)).verify(raw, headers)
+    payload = json.loads(raw)
+    assert payload["type"] == "batch.completed"
+    assert payload["data"]["id"] == batch_id and payload["data"]["status"] == "completed"
+    assert payload["data"]["counts"]["succeeded"] == 3 and payload["data"]["counts"]["failed"] == 1
