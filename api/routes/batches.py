@@ -19,6 +19,7 @@ from api.schemas import ERRORS, ErrorDetail, JobModel
 from common.batches import Batch, BatchStore, batch_view
 from common.errors import InvalidInput, InvalidOption
 from common.jobs import JobStatus, TransitionRefused
+from common.netsafe import check_url
 from common.queue import BATCH_QUEUE, notify_batch_completed
 from common.storage import JOB_OBJECT_PREFIXES
 
@@ -97,7 +98,7 @@ def _requests(api: ApiContext) -> list[JobRequest]:
     if request.is_json:
         body = BatchJson.model_validate(request.get_json())
         options = parse_options(_as_form(body.options), has_background_image=False)
-        found: list[JobRequest] = [JobRequest(None, None, url, options, None) for url in body.image_urls]
+        found: list[JobRequest] = [JobRequest(None, None, check_url(url), options, None) for url in body.image_urls]
         for key in body.keys:
             if key.startswith(JOB_OBJECT_PREFIXES) or not api.storage.exists(key):
                 raise InvalidInput(f"no object {key!r} in the bucket (or it is one of Backdrop's own)")

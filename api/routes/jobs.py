@@ -25,7 +25,7 @@ from common.errors import BackdropError, ImageTooLarge, InvalidInput, InvalidOpt
 from common.imaging import ImageInfo, probe_image
 from common.job_view import job_view
 from common.jobs import KEY_PREFIX, InputInfo, Job, JobOptions, JobStatus, TransitionRefused, new_job_id
-from common.netsafe import UnsafeURL
+from common.netsafe import check_url
 from common.pipeline import ReplaceOptions
 from common.queue import INTERACTIVE_QUEUE, PROCESS_JOB, notify, notify_batch_completed
 from common.storage import background_key, input_key, job_prefix
@@ -88,12 +88,6 @@ def _parse_bool(name: str, value: str) -> bool:
     raise InvalidOption(f"{name} must be true or false, got {value!r}")
 
 
-def _check_url(name: str, value: str) -> str:
-    if not re.match(r"^https?://[^\s/]+", value, re.IGNORECASE):
-        raise UnsafeURL(f"{name} must be an http(s) URL, got {value!r}")
-    return value
-
-
 def parse_options(form: dict[str, list[str]], has_background_image: bool) -> JobOptions:
     """Shared options of a job (or of every job of a batch), validated cheaply now so that a bad
     option is a 422 here and never a failed job later."""
@@ -117,7 +111,7 @@ def parse_options(form: dict[str, list[str]], has_background_image: bool) -> Job
     if "decontaminate" in form:
         values["decontaminate"] = _parse_bool("decontaminate", form["decontaminate"][0])
     if form.get("webhook_url", [""])[0]:
-        values["webhook_url"] = _check_url("webhook_url", form["webhook_url"][0])
+        values["webhook_url"] = check_url(form["webhook_url"][0])
     if "webhook_events" in form:
         events = sorted({e.strip() for v in form["webhook_events"] for e in v.split(",") if e.strip()})
         if not set(events) <= {"started", "completed"} or not events:
@@ -150,7 +144,7 @@ def read_job_request(api: ApiContext) -> JobRequest:
     background_upload = request.files.get("background_image")
     options = parse_options(form, background_upload is not None)
     background = read_upload(background_upload, "background_image", api)[0] if background_upload else None
-    return JobRequest(image, info, _check_url("image_url", image_url) if image_url else None, options, background)
+    return JobRequest(image, info, check_url(image_url) if image_url else None, options, background)
 
 
 def fingerprint(job_request: JobRequest) -> str:

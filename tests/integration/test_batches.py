@@ -77,6 +77,9 @@ def test_batch_by_url_and_key_validation(stack_factory: Callable[..., Stack]) ->
     bad_option = json.dumps({"image_urls": ["https://example.com/a.jpg"], "options": {"background": "purple"}})
     response = stack.request("POST", "/v1/batches", bad_option.encode(), {"Content-Type": "application/json"})
     assert response.status == 422 and response.json()["error"]["code"] == "invalid_option"
+    unsafe = json.dumps({"image_urls": ["file:///etc/passwd"]}).encode()
+    response = stack.request("POST", "/v1/batches", unsafe, {"Content-Type": "application/json"})
+    assert response.status == 422 and response.json()["error"]["code"] == "unsafe_url"
     other = stack.new_key("other")
     ok = json.dumps({"image_urls": ["https://example.com/a.jpg"], "options": {"format": "png"}}).encode()
     created = stack.request("POST", "/v1/batches", ok, {"Content-Type": "application/json"}).json()

@@ -118,7 +118,7 @@ def test_build_payload() -> None:
         "data": {"id": "job_1", "status": "succeeded"},
     }
     assert datetime.fromisoformat(build_payload("job.started", {})["timestamp"]).tzinfo is not None
-    assert WEBHOOK_EVENTS == ("job.started", "job.completed")
+    assert WEBHOOK_EVENTS == ("job.started", "job.completed", "batch.completed")
     with pytest.raises(ValueError, match="unknown webhook event"):
         build_payload("job.succeeded", {})
 
