@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import g, request
 
 from api.context import ctx
-from common.keys import ANONYMOUS, Unauthorized
+from common.errors import Unauthorized
+from common.keys import ANONYMOUS
 
 # Paths that need no key: health checks, the demo page, the API description, signed file links.
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/demo/", "/openapi", "/docs", "/v1/files/")

@@ -27,11 +27,6 @@ HTTP_CODES = {
 RETRY_AFTER_SECONDS = 5
 
 
-class NotFound(BackdropError):
-    code = "not_found"
-    http_status = 404
-
-
 def error_response(status: int, code: str, message: str) -> Response:
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status

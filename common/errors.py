@@ -132,3 +132,41 @@ class QueueUnavailable(BackdropError):
 
     code = "queue_unavailable"
     http_status = 503
+
+
+# --- the HTTP API: tenancy, lookups, limits -------------------------------------------------
+
+
+class Unauthorized(BackdropError):
+    """No API key, or an unknown or revoked one."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class LinkRefused(BackdropError):
+    """A signed download link that is malformed, tampered with or expired."""
+
+    code = "invalid_signature"
+    http_status = 403
+
+
+class NotFound(BackdropError):
+    """Unknown, deleted or expired, or another key's (reported the same, never as forbidden)."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class IdempotencyConflict(BackdropError):
+    """An Idempotency-Key reused with a different request body."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
+
+
+class TooManyPending(BackdropError):
+    """The key's quota of queued and processing jobs is used up."""
+
+    code = "too_many_pending_jobs"
+    http_status = 429

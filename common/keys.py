@@ -14,7 +14,7 @@ from datetime import datetime
 import redis
 from pydantic import BaseModel
 
-from common.errors import BackdropError
+from common.errors import Unauthorized
 from common.jobs import KEY_PREFIX, now
 from common.webhooks import new_webhook_secret
 
@@ -23,11 +23,6 @@ API_KEY_INDEX = KEY_PREFIX + "apikeys"  # set of key ids
 TOKEN_PREFIX = "bd_"
 # The owner of jobs when authentication is disabled (the embedded single-user default).
 ANONYMOUS = "anonymous"
-
-
-class Unauthorized(BackdropError):
-    code = "unauthorized"
-    http_status = 401
 
 
 class ApiKey(BaseModel):

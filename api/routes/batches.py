@@ -13,11 +13,10 @@ from pydantic import BaseModel, Field
 
 from api.auth import current_owner
 from api.context import ApiContext, ctx
-from api.errors import NotFound
 from api.routes.jobs import JobRequest, check_quota, enqueue_job, parse_options, read_upload
 from api.schemas import ERRORS, ErrorDetail, JobModel
 from common.batches import Batch, BatchStore, batch_view
-from common.errors import InvalidInput, InvalidOption
+from common.errors import InvalidInput, InvalidOption, NotFound
 from common.jobs import JobStatus, TransitionRefused
 from common.netsafe import check_url
 from common.queue import BATCH_QUEUE, notify_batch_completed

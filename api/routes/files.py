@@ -7,9 +7,8 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from api.context import ctx
-from api.errors import NotFound
 from api.schemas import ErrorBody
-from common.errors import BackdropError
+from common.errors import BackdropError, LinkRefused, NotFound
 from common.storage import LocalStorage, attachment_disposition
 
 files = APIBlueprint("files", __name__, url_prefix="/v1", abp_tags=[Tag(name="files")])
@@ -23,11 +22,6 @@ class FileQuery(BaseModel):
     expires: int | None = None
     signature: str | None = None
     filename: str | None = None
-
-
-class LinkRefused(BackdropError):
-    code = "invalid_signature"
-    http_status = 403
 
 
 @files.get("/files/<path:key>", responses={200: None, 403: ErrorBody, 404: ErrorBody})

@@ -18,10 +18,17 @@ from werkzeug.datastructures import FileStorage
 
 from api.auth import current_owner
 from api.context import ApiContext, ctx
-from api.errors import NotFound
 from api.schemas import ERRORS, JobForm, JobHeaders, JobModel, JobPath
 from common.batches import BatchStore
-from common.errors import BackdropError, ImageTooLarge, InvalidInput, InvalidOption, QueueUnavailable
+from common.errors import (
+    IdempotencyConflict,
+    ImageTooLarge,
+    InvalidInput,
+    InvalidOption,
+    NotFound,
+    QueueUnavailable,
+    TooManyPending,
+)
 from common.imaging import ImageInfo, probe_image
 from common.job_view import job_view
 from common.jobs import KEY_PREFIX, InputInfo, Job, JobOptions, JobStatus, TransitionRefused, new_job_id
@@ -44,16 +51,6 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _WAIT = re.compile(r"(?:^|[\s,;])wait=(\d+)")
-
-
-class TooManyPending(BackdropError):
-    code = "too_many_pending_jobs"
-    http_status = 429
-
-
-class IdempotencyConflict(BackdropError):
-    code = "idempotency_key_reused"
-    http_status = 422
 
 
 @dataclass
