@@ -39,6 +39,8 @@ def imported_after(modules: list[str]) -> set[str]:
         ),
         (["worker.celery_app", "worker.tasks", "worker.service", "worker.cli", "worker.cli.serve"], {"flask"}),
         (["pretrained.fetch"], {"torch", "flask"}),
+        # The CLI is in the API image too (for `backdrop keys`): only `replace` without --server loads torch.
+        (["worker.cli", "worker.cli.keys", "worker.cli.remote", "worker.cli.serve"], {"torch", "flask"}),
     ],
 )
 def test_import_boundaries(modules: list[str], forbidden: set[str]) -> None:
