@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, Response, request
+from flask_cors import CORS
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
@@ -47,6 +48,33 @@ def apply_body_limit() -> None:
         request.max_content_length = api.settings.max_upload_bytes + MULTIPART_OVERHEAD
 
 
+# What a browser on another origin may send to, and read from, the API.
+CORS_REQUEST_HEADERS = ["Authorization", "X-Api-Key", "Idempotency-Key", "Prefer", "Content-Type"]
+CORS_EXPOSED_HEADERS = [
+    "Location",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "Preference-Applied",
+    "Idempotent-Replayed",
+]
+
+
+def enable_cors(app: Flask, settings: Settings) -> None:
+    """Let the listed origins' web pages call ``/v1/`` (Flask-CORS); nothing is allowed by default."""
+    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
+    if origins:
+        CORS(
+            app,
+            resources={r"/v1/*": {"origins": origins}},
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+            always_send=False,  # only answer requests that carry an Origin
+        )
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = OpenAPI(
@@ -69,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api = ApiContext.build(settings)
     app.extensions[EXTENSION] = api
     register_error_handlers(app)
+    enable_cors(app, settings)
     app.before_request(authenticate_request)  # before the rate limiter, which counts per key
     app.after_request(keep_own_retry_after)  # after_request runs in reverse: this one after the limiter's
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url

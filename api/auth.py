@@ -24,6 +24,8 @@ def _token() -> str | None:
 def authenticate_request() -> None:
     """Set ``g.owner`` to the caller's key id (or the anonymous user when authentication is off)."""
     g.owner = None
+    if request.method == "OPTIONS":  # a CORS preflight carries no credentials
+        return
     if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return
     api = ctx()

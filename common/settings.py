@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     max_pending_jobs: int = Field(default=1000, ge=1, description="queued + processing jobs allowed per API key")
     max_wait_seconds: int = Field(default=60, ge=0, le=60, description="longest 'Prefer: wait=N' hold of a POST")
     cleanup_interval_seconds: int = Field(default=300, ge=1, description="how often workers delete expired objects")
+    cors_origins: str = Field(
+        default="", description="comma-separated origins whose web pages may call the API (CORS); empty: none"
+    )
 
     # --- service: storage ----------------------------------------------------------------
     storage: Literal["local", "s3"] = Field(default="local", description="where uploads and results live")

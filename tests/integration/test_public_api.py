@@ -131,3 +131,31 @@ def test_results_and_records_expire(stack_factory: Callable[..., Stack]) -> None
     assert list(objects.rglob(f"*{done['id']}*"))
     wait_until(lambda: stack.poll(done["id"]).status == 404, 30, "the record to expire")
     wait_until(lambda: not list(objects.rglob(f"*{done['id']}*")), 30, "the workers' cleanup")
+
+
+def test_cors_for_listed_origins_only(stack_factory: Callable[..., Stack], idle_stack: Stack) -> None:
+    stack = stack_factory("local", BACKDROP_CORS_ORIGINS="https://app.example, https://booth.example")
+    stack.start_api()
+    preflight = stack.request(
+        "OPTIONS",
+        "/v1/jobs",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, idempotency-key, prefer",
+        },
+        token=None,
+    )
+    assert preflight.status == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert "idempotency-key" in preflight.headers["access-control-allow-headers"].lower()
+
+    polled = stack.poll("0" * 32, token=stack.token)
+    assert "access-control-allow-origin" not in polled.headers  # no Origin, no CORS headers
+    cross = stack.request("GET", "/v1/jobs/" + "0" * 32, headers={"Origin": "https://booth.example"})
+    assert cross.status == 404 and cross.headers["access-control-allow-origin"] == "https://booth.example"
+    assert "retry-after" in cross.headers["access-control-expose-headers"].lower()
+    stranger = stack.request("GET", "/v1/jobs/" + "0" * 32, headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in stranger.headers
+    default = idle_stack.request("GET", "/v1/jobs/" + "0" * 32, headers={"Origin": "https://app.example"})
+    assert "access-control-allow-origin" not in default.headers  # nothing is allowed unless configured
