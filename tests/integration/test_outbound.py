@@ -49,6 +49,11 @@ def remote() -> Iterator[Remote]:
                 self.send_header("Content-Length", str(len(PHOTO)))
                 self.end_headers()
                 self.wfile.write(PHOTO)
+            elif self.path == "/to-metadata":
+                self.send_response(302)
+                self.send_header("Location", "http://169.254.169.254/latest/meta-data/iam/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             elif self.path == "/to-loopback":
                 self.send_response(302)
                 self.send_header("Location", f"{state.base}/photo.png")
@@ -139,6 +144,15 @@ def test_redirects_are_followed_and_checked_again(trusting: Stack, remote: Remot
     job = _submit_url(trusting, f"{remote.base}/to-loopback")
     assert job["status"] == "succeeded"
     assert remote.requests == ["/to-loopback", "/photo.png"]
+
+
+def test_each_redirect_is_checked_again(trusting: Stack, remote: Remote) -> None:
+    # Even where private addresses are allowed, a redirect to the cloud metadata address is refused
+    # at its own hop. (A redirect to loopback after a public first hop is covered by the unit tests:
+    # a public first hop cannot be staged offline.)
+    job = _submit_url(trusting, f"{remote.base}/to-metadata")
+    assert job["status"] == "failed" and job["error"]["code"] == "unsafe_url"
+    assert remote.requests == ["/to-metadata"]
 
 
 def test_non_http_url_is_refused_at_submission(guarded: Stack) -> None:
