@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Response, current_app, g
 from flask_limiter import HeaderNames, Limiter
 from flask_limiter.util import get_remote_address
@@ -39,7 +41,11 @@ limiter = Limiter(
 
 def keep_own_retry_after(response: Response) -> Response:
     """Flask-Limiter writes Retry-After on every response; keep it only where it means something:
-    our own value (a pending job's poll interval, a quota refusal) or a rate-limit refusal."""
+    our own value (a pending job's poll interval, a quota refusal) or a rate-limit refusal. Its
+    RateLimit-Reset is a unix time; the RateLimit header fields draft wants seconds from now."""
+    reset = response.headers.get("RateLimit-Reset")
+    if reset is not None and reset.isdigit() and int(reset) > 10**9:
+        response.headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))
     own = g.get("retry_after")
     if own is not None:
         response.headers["Retry-After"] = own

@@ -191,8 +191,14 @@ def enqueue_job(
             # One bad photo of a batch fails alone, with its code, instead of refusing the batch.
             api.jobs.fail(job_id, job_request.refused.code, job_request.refused.message)
             return api.jobs.get(job_id) or job
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
+    try:
         api.celery.send_task(PROCESS_JOB, args=[job_id], queue=queue)
     except (redis.RedisError, OperationalError) as exc:
+        # Not enqueued: do not leave a record that would sit "queued" until its TTL.
+        with suppress(redis.RedisError):
+            api.jobs.delete(job)
         raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
     return job
 

@@ -117,6 +117,7 @@ def test_rate_limit(stack_factory: Callable[..., Stack]) -> None:
     assert int(limited.headers["retry-after"]) > 0
     assert limited.headers["ratelimit-limit"] == "5" and limited.headers["ratelimit-remaining"] == "0"
     assert statuses[0].headers["ratelimit-remaining"] == "4"
+    assert 0 <= int(limited.headers["ratelimit-reset"]) <= 61  # seconds (rounded up) until a request is free
     assert stack.poll("0" * 32, token=stack.new_key()).status == 404  # per key, not global
 
 
