@@ -265,9 +265,8 @@ def test_s3_delete_prefix_follows_pages(s3: S3Storage, monkeypatch: pytest.Monke
     assert s3.exists("results/k/0.png")
 
 
-def test_s3_unreachable_endpoint_is_a_quick_storage_error() -> None:
+def test_s3_unreachable_endpoint_is_a_storage_error() -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    started = time.monotonic()
     with make_s3(endpoint, "any-bucket", connect_timeout=1, read_timeout=1, max_attempts=1) as down:
         for call in (
             down.check,
@@ -284,7 +283,6 @@ def test_s3_unreachable_endpoint_is_a_quick_storage_error() -> None:
         for call in (later.check, lambda: later.put("k", b"v", "text/plain")):
             with pytest.raises(StorageError):
                 call()
-    assert time.monotonic() - started < 10
 
 
 def test_storage_from_settings_s3(s3_server: str) -> None:

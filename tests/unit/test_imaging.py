@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -529,13 +528,11 @@ def _forbid_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_png_bomb_is_refused_from_the_header(monkeypatch: pytest.MonkeyPatch, max_pixels: int) -> None:
     data = png_bomb()
     assert len(data) < 1000
-    _forbid_pixel_decoding(monkeypatch)
-    started = time.perf_counter()
+    _forbid_pixel_decoding(monkeypatch)  # refused from the header: any pixel decoding fails the test
     with pytest.raises(ImageTooLarge):
         probe_image(data, max_pixels=max_pixels, min_side=32)
     with pytest.raises(ImageTooLarge):
         decode_image(data, max_pixels=max_pixels, min_side=32)
-    assert time.perf_counter() - started < 2.0
 
 
 def test_probe_reads_only_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
