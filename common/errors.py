@@ -72,10 +72,18 @@ class UnsafeURL(InvalidInput):
 
 
 class FetchFailed(InvalidInput):
-    """The remote end of a URL answered badly: HTTP >= 400, too big, too slow, too many redirects, unreachable."""
+    """The remote end of a URL answered badly: HTTP >= 400, too big, too slow, too many redirects, unreachable.
+
+    ``transient`` marks what may work a little later (unreachable, timed out, HTTP 408/429/5xx): the
+    worker retries those with backoff before failing the job.
+    """
 
     code = "fetch_failed"
     http_status = 422
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 # --- the model and its weights --------------------------------------------------------------

@@ -252,7 +252,7 @@ def _resolve_checked(host: str, port: int, resolver: Resolver, allow_private: bo
     try:
         addresses = list(dict.fromkeys(resolver(host, port)))
     except (OSError, UnicodeError) as exc:
-        raise FetchFailed(f"cannot resolve {host}: {exc}") from None
+        raise FetchFailed(f"cannot resolve {host}: {exc}", transient=True) from None
     if not addresses:
         raise FetchFailed(f"cannot resolve {host}: no addresses")
     for ip in addresses:
@@ -274,7 +274,7 @@ class _Deadline:
         self.end = time.monotonic() + seconds
 
     def expired_error(self) -> FetchFailed:
-        return FetchFailed(f"no complete answer within {self.seconds:g} s")
+        return FetchFailed(f"no complete answer within {self.seconds:g} s", transient=True)
 
     def remaining(self) -> float:
         left = self.end - time.monotonic()
@@ -384,7 +384,7 @@ def _read_body(response: http.client.HTTPResponse, headers: dict[str, str], max_
         if len(received) > max_bytes:
             raise FetchFailed(f"the answer is larger than the limit of {max_bytes} bytes")
     if response.length:  # Content-Length said more than arrived
-        raise FetchFailed("the connection closed before the end of the answer")
+        raise FetchFailed("the connection closed before the end of the answer", transient=True)
     return bytes(received)
 
 
@@ -421,7 +421,7 @@ def _exchange(
                     raise deadline.expired_error() from None
                 if isinstance(exc, FetchFailed):
                     raise
-                raise FetchFailed(f"{target.display}: {exc or type(exc).__name__}") from None
+                raise FetchFailed(f"{target.display}: {exc or type(exc).__name__}", transient=True) from None
             if watchdog.fired:  # the shutdown may read as a clean end of the body
                 raise deadline.expired_error()
     finally:
@@ -501,6 +501,10 @@ def safe_request(
         target = next_target
 
 
+# Answers after which the same request may succeed a little later.
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
 def fetch_bytes(
     url: str,
     *,
@@ -511,5 +515,8 @@ def fetch_bytes(
     """GET ``url`` safely and return its body; any status but 2xx is a FetchFailed."""
     response = safe_request("GET", url, limits=limits, allow_private=allow_private, resolver=resolver)
     if not 200 <= response.status < 300:
-        raise FetchFailed(f"{_parse(response.url).display} answered HTTP {response.status}")
+        raise FetchFailed(
+            f"{_parse(response.url).display} answered HTTP {response.status}",
+            transient=response.status in TRANSIENT_STATUSES,
+        )
     return response.body

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import redis
 
-from common.errors import BackdropError, InvalidInput, StorageError
+from common.errors import BackdropError, FetchFailed, InvalidInput, StorageError
 from common.imaging import OUTPUT_MEDIA_TYPES
 from common.jobs import Job, JobStatus, ResultInfo, TransitionRefused
 from common.netsafe import FetchLimits, fetch_bytes
@@ -26,8 +26,21 @@ from worker.service import WorkerService
 
 log = logging.getLogger(__name__)
 
+
+class RemoteUnavailable(BackdropError):
+    """An ``image_url`` that could not be fetched for a reason that may pass (see FetchFailed.transient)."""
+
+    code = "fetch_failed"
+    http_status = 422
+
+
 # Errors worth retrying: the job itself is fine, a service it needs is not (yet) reachable.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StorageError, redis.ConnectionError, redis.TimeoutError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    StorageError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    RemoteUnavailable,
+)
 
 RESULT_NAMES = {OutputKind.COMPOSITE: "composite", OutputKind.CUTOUT: "cutout", OutputKind.MATTE: "matte"}
 
@@ -62,7 +75,12 @@ def read_input(job: Job, service: WorkerService) -> bytes:
         timeout=settings.fetch_timeout_seconds,
         max_redirects=settings.fetch_max_redirects,
     )
-    return fetch_bytes(job.image_url, limits=limits, allow_private=settings.fetch_allow_private)
+    try:
+        return fetch_bytes(job.image_url, limits=limits, allow_private=settings.fetch_allow_private)
+    except FetchFailed as exc:
+        if exc.transient:
+            raise RemoteUnavailable(exc.message) from exc
+        raise
 
 
 def process_job(service: WorkerService, job_id: str) -> Outcome:

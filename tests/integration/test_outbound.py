@@ -43,7 +43,9 @@ def remote() -> Iterator[Remote]:
 
         def do_GET(self) -> None:
             state.requests.append(self.path)
-            if self.path == "/photo.png":
+            if self.path == "/flaky.png" and state.requests.count("/flaky.png") == 1:
+                self.send_error(503)  # the first try: the server is overloaded
+            elif self.path in ("/photo.png", "/flaky.png"):
                 self.send_response(200)
                 self.send_header("Content-Type", "image/png")
                 self.send_header("Content-Length", str(len(PHOTO)))
@@ -113,6 +115,18 @@ def _submit_url(stack: Stack, url: str, **fields: str) -> dict:
 def _secret(stack: Stack) -> str:
     key_id = stack.token.removeprefix("bd_").split("_", 1)[0]
     return KeyStore(stack.redis).webhook_secret(key_id)
+
+
+def test_a_photo_url_that_fails_for_now_is_retried(trusting: Stack, remote: Remote) -> None:
+    job = _submit_url(trusting, f"{remote.base}/flaky.png")
+    assert job["status"] == "succeeded" and job["attempts"] == 2
+    assert remote.requests == ["/flaky.png", "/flaky.png"]
+
+
+def test_a_photo_url_that_is_missing_fails_at_once(trusting: Stack, remote: Remote) -> None:
+    job = _submit_url(trusting, f"{remote.base}/missing.png")
+    assert job["status"] == "failed" and job["error"]["code"] == "fetch_failed" and job["attempts"] == 1
+    assert "HTTP 404" in job["error"]["message"]
 
 
 def test_photo_by_url(trusting: Stack, remote: Remote) -> None:

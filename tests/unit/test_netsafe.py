@@ -406,11 +406,13 @@ def test_http_errors_are_returned_by_safe_request_and_raised_by_fetch_bytes(loca
             fetch_bytes(local.url(f"/status/{status}"), allow_private=True, limits=_fast())
         assert info.value.code == "fetch_failed" and info.value.http_status == 422
         assert "/status" not in info.value.message  # no path or query (they may carry tokens) in messages
+        assert info.value.transient is (status == 500)  # a 404 stays a 404; a 500 may pass
 
 
 def test_a_declared_length_above_the_cap_is_refused_at_once(local: LocalServer) -> None:
-    with pytest.raises(FetchFailed, match=f"{BIG} bytes, above the limit of {SMALL_LIMIT}"):
+    with pytest.raises(FetchFailed, match=f"{BIG} bytes, above the limit of {SMALL_LIMIT}") as info:
         fetch_bytes(local.url("/big-declared"), allow_private=True, limits=_fast(max_bytes=SMALL_LIMIT))
+    assert not info.value.transient  # too big now, too big later
     assert fetch_bytes(local.url("/big-declared"), allow_private=True, limits=_fast(max_bytes=BIG)) == b"x" * BIG
 
 
@@ -427,8 +429,9 @@ def test_a_truncated_body_is_a_failure(local: LocalServer) -> None:
 
 
 def test_a_stalled_server_times_out(local: LocalServer) -> None:
-    with pytest.raises(FetchFailed):
+    with pytest.raises(FetchFailed) as info:
         fetch_bytes(local.url("/slow"), allow_private=True, limits=FetchLimits(timeout=0.3))
+    assert info.value.transient
 
 
 def test_a_trickling_server_hits_the_total_deadline(local: LocalServer) -> None:
@@ -441,8 +444,9 @@ def test_an_unreachable_port_fails(local: LocalServer) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(FetchFailed):
+    with pytest.raises(FetchFailed) as info:
         fetch_bytes(f"http://127.0.0.1:{port}/", allow_private=True, limits=_fast())
+    assert info.value.transient
 
 
 def test_an_unknown_host_fails(network: FakeNetwork) -> None:
