@@ -36,6 +36,11 @@ class OutputFormat(StrEnum):
             raise InvalidOption(f"unknown output format {value!r}; accepted: {accepted}") from None
 
 
+def file_extension(fmt: str) -> str:
+    """The file name extension of an output format ("jpeg" files are named .jpg)."""
+    return "jpg" if fmt == OutputFormat.JPEG else fmt
+
+
 class OutputKind(StrEnum):
     COMPOSITE = "composite"  # the photo on its new background
     CUTOUT = "cutout"  # RGBA PNG: the person on transparency

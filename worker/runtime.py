@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.settings import Settings
 from common.sizing import colab_inference_size
 from worker.checkpoint import load_modnet
 from worker.modnet import MODNet
@@ -83,6 +84,13 @@ class ModelRunner:
         runner = cls(load_modnet(path, "cpu"), dev, precision)
         log.info("MODNet loaded from %s on %s (%s)", path, dev, precision.value)
         return runner
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRunner:
+        """The runner the settings describe (model path, device, CPU bf16, threads)."""
+        return cls.load(
+            settings.model_path, settings.device, cpu_bf16=settings.cpu_bf16, threads=settings.torch_threads
+        )
 
     def _autocast(self) -> AbstractContextManager[object]:
         if self.precision is Precision.BF16:

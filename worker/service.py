@@ -44,9 +44,7 @@ class WorkerService:
 
     @classmethod
     def start(cls, settings: Settings) -> WorkerService:
-        runner = ModelRunner.load(
-            settings.model_path, settings.device, cpu_bf16=settings.cpu_bf16, threads=settings.torch_threads
-        )
+        runner = ModelRunner.from_settings(settings)
         runner.warm_up(settings.inference_ref_size, settings.inference_ref_size)
         client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         service = cls(settings, runner, storage_from_settings(settings), client)

@@ -15,6 +15,7 @@ from common.netsafe import FetchLimits, fetch_bytes
 from common.pipeline import (
     OutputKind,
     ReplaceOptions,
+    file_extension,
     full_resolution_matte,
     network_input,
     network_input_shape,
@@ -116,8 +117,7 @@ def process_job(service: WorkerService, job_id: str) -> Outcome:
     results: dict[str, ResultInfo] = {}
     for kind, item in outputs.items.items():
         name = RESULT_NAMES[kind]
-        extension = "jpg" if item.format.value == "jpeg" else item.format.value
-        key = result_key(job_id, f"{name}.{extension}")
+        key = result_key(job_id, f"{name}.{file_extension(item.format)}")
         media_type = OUTPUT_MEDIA_TYPES[item.format.value]
         service.storage.put(key, item.data, media_type)  # deterministic key: a rerun overwrites
         results[name] = ResultInfo(

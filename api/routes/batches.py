@@ -19,6 +19,7 @@ from common.batches import Batch, BatchStore, batch_view
 from common.errors import InvalidInput, InvalidOption, NotFound
 from common.jobs import JobStatus, TransitionRefused
 from common.netsafe import check_url
+from common.pipeline import file_extension
 from common.queue import BATCH_QUEUE, notify_batch_completed
 from common.storage import JOB_OBJECT_PREFIXES
 
@@ -183,7 +184,6 @@ def batch_zip(path: BatchPath) -> Response:
             if job is None or job.status is not JobStatus.SUCCEEDED or "composite" not in job.results:
                 continue
             result = job.results["composite"]
-            extension = "jpg" if result.format == "jpeg" else result.format
-            archive.writestr(f"{index:05d}-{job.id}.{extension}", api.storage.get(result.key))
+            archive.writestr(f"{index:05d}-{job.id}.{file_extension(result.format)}", api.storage.get(result.key))
     spool.seek(0)
     return send_file(spool, mimetype="application/zip", as_attachment=True, download_name=f"{batch.id}.zip")

@@ -13,19 +13,12 @@ from common.client import ApiError, BackdropClient
 from common.errors import BackdropError, InvalidOption
 from common.imaging import probe_image
 from common.pipeline import ReplaceOptions
-from worker.cli.replace import OUTPUT_SUFFIXES, Job, collect_jobs
+from worker.cli.replace import Job, collect_jobs, output_path, report
 
 BATCH_TIMEOUT_SECONDS = 24 * 3600.0
 # Only the file type is checked here; the server applies its own size limits.
 PROBE_MAX_PIXELS = 10**12
 Options = dict[str, str | int | bool | None]
-
-
-def _output_name(job: Job, kind: str, result: dict) -> Path:
-    """The same names as the local mode: <stem>.jpg|png|webp, <stem>.cutout.png, <stem>.matte.png."""
-    suffixes = {output_kind.value: suffix for output_kind, suffix in OUTPUT_SUFFIXES.items()}
-    suffix = suffixes.get(kind, f".{str(result.get('format', 'jpeg')).replace('jpeg', 'jpg')}")
-    return job.stem.with_name(job.stem.name + suffix)
 
 
 def _server_options(
@@ -114,12 +107,7 @@ def replace_remote(
         except TimeoutError as exc:
             raise click.ClickException(str(exc)) from exc
 
-    click.echo(f"{written} of {len(jobs)} photos done, written to {output}", err=True)
-    if failures:
-        click.echo(f"{len(failures)} failed:", err=True)
-        for index in sorted(failures):
-            click.echo(f"  {jobs[index].source}: {failures[index]}", err=True)
-        raise SystemExit(1)
+    report(written, len(jobs), output, [(jobs[index].source, failures[index]) for index in sorted(failures)])
 
 
 def _run_batch(
@@ -159,7 +147,7 @@ def _run_batch(
             continue
         try:
             for kind, result in (remote.get("results") or {}).items():
-                target = output / _output_name(job, kind, result)
+                target = output_path(output, job, kind, str(result.get("format", "jpeg")))
                 data = client.download(result["url"])
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from common.backgrounds import PRESETS
 from common.errors import BackdropError, InvalidOption, ModelError
-from common.pipeline import OutputKind, ReplaceOptions
+from common.pipeline import OutputKind, ReplaceOptions, file_extension
 from common.settings import Settings, get_settings
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -32,6 +32,22 @@ def collect_jobs(inputs: Iterable[Path]) -> Iterator[Job]:
                 yield Job(path, path.relative_to(item).with_suffix(""))
         else:
             yield Job(item, Path(item.stem))
+
+
+def output_path(output: Path, job: Job, kind: str, fmt: str) -> Path:
+    """Where an output goes: <stem>.jpg|png|webp for the composite, <stem>.cutout.png, <stem>.matte.png."""
+    suffix = OUTPUT_SUFFIXES.get(OutputKind(kind), f".{file_extension(fmt)}")
+    return output / job.stem.with_name(job.stem.name + suffix)
+
+
+def report(written: int, total: int, output: Path, failures: list[tuple[Path, str]]) -> None:
+    """The summary of a run; exit status 1 when any photo failed, each named with its reason."""
+    click.echo(f"{written} of {total} photos done, written to {output}", err=True)
+    if failures:
+        click.echo(f"{len(failures)} failed:", err=True)
+        for path, reason in failures:
+            click.echo(f"  {path}: {reason}", err=True)
+        raise SystemExit(1)
 
 
 def build_options(
@@ -130,9 +146,7 @@ def replace(
     from worker.runtime import ModelRunner
 
     try:
-        runner = ModelRunner.load(
-            settings.model_path, settings.device, cpu_bf16=settings.cpu_bf16, threads=settings.torch_threads
-        )
+        runner = ModelRunner.from_settings(settings)
     except ModelError as exc:
         raise click.ClickException(exc.message) from exc
 
@@ -148,15 +162,9 @@ def replace(
             failures.append((job.source, f"unreadable: {exc.strerror or exc}"))
             continue
         for kind, item in result.outputs.items.items():
-            suffix = OUTPUT_SUFFIXES.get(kind, f".{item.format.value.replace('jpeg', 'jpg')}")
-            target = output / job.stem.with_name(job.stem.name + suffix)
+            target = output_path(output, job, kind, item.format)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(item.data)
         written += 1
 
-    click.echo(f"{written} of {len(jobs)} photos done, written to {output}", err=True)
-    if failures:
-        click.echo(f"{len(failures)} failed:", err=True)
-        for path, reason in failures:
-            click.echo(f"  {path}: {reason}", err=True)
-        raise SystemExit(1)
+    report(written, len(jobs), output, failures)
