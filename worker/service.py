@@ -66,15 +66,17 @@ class WorkerService:
 
     def job_finished(self, job_id: str) -> None:
         """A job reached a final state: its ``completed`` webhook, and its batch's if it was the last."""
-        self.notify(job_id, "completed")
         if self.celery is None:
             return
         try:
             job = self.jobs.get(job_id)
-            if job is not None and job.batch_id:
+            if job is None:
+                return
+            notify(self.celery, job, "completed")
+            if job.batch_id:
                 notify_batch_completed(self.celery, BatchStore(self.redis, self.jobs), job.batch_id)
         except Exception:
-            log.warning("could not check the batch of job %s", job_id, exc_info=True)
+            log.warning("could not queue the completion events of job %s", job_id, exc_info=True)
 
     def start_cleanup(self) -> None:
         """Delete uploads and results older than the retention, every ``cleanup_interval_seconds``
