@@ -1,4 +1,4 @@
-"""Signed, expiring downloads of LocalStorage objects (S3 clients get presigned URLs instead)."""
+"""Signed, expiring downloads of objects in a store the API serves itself (S3 clients get presigned URLs instead)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from api.context import ctx
 from api.schemas import ErrorBody
 from common.errors import BackdropError, LinkRefused, NotFound
-from common.storage import LocalStorage, attachment_disposition
+from common.storage import attachment_disposition
 
 files = APIBlueprint("files", __name__, url_prefix="/v1", abp_tags=[Tag(name="files")])
 
@@ -28,21 +28,21 @@ class FileQuery(BaseModel):
 def download(path: FilePath, query: FileQuery) -> Response:
     """A result in local storage, through the signed, expiring link given by the job."""
     key = path.key
-    storage = ctx().storage
-    if not isinstance(storage, LocalStorage):
+    server = ctx().storage.file_server()
+    if server is None:
         raise NotFound("this server does not serve files; use the presigned URLs of the job")
     filename = request.args.get("filename")
     try:
         expires = int(request.args.get("expires", ""))
     except ValueError:
         raise LinkRefused("the link is malformed (expires)") from None
-    if not storage.verify_url_signature(key, expires, request.args.get("signature", ""), filename):
+    if not server.verify_url_signature(key, expires, request.args.get("signature", ""), filename):
         raise LinkRefused("the link is invalid or has expired")
     try:
-        path = storage.open_path(key)
+        path = server.open_path(key)
     except (ValueError, BackdropError):
         raise NotFound("no such file (deleted or expired)") from None
-    response = send_file(path, mimetype=storage.content_type(key), max_age=0, conditional=True)
+    response = send_file(path, mimetype=server.content_type(key), max_age=0, conditional=True)
     if filename:
         response.headers["Content-Disposition"] = attachment_disposition(filename)
     return response

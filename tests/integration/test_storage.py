@@ -155,6 +155,20 @@ def test_url_is_a_time_limited_download_link(storage: Storage) -> None:
         assert headers["Content-Disposition"] == attachment_disposition("portrait.jpg")
 
 
+def test_only_a_backend_whose_urls_point_at_the_api_serves_files(storage: Storage) -> None:
+    key = result_key("job1", "composite.png")
+    storage.put(key, b"png bytes", "image/png")
+    server = storage.file_server()
+    if isinstance(storage, LocalStorage):
+        assert server is storage
+        query = parse_qs(urlsplit(storage.url(key, expires_in=60)).query)
+        assert server.verify_url_signature(key, int(query["expires"][0]), query["signature"][0], None)
+        assert server.open_path(key).read_bytes() == b"png bytes"
+        assert server.content_type(key) == "image/png"
+    else:
+        assert server is None
+
+
 def test_url_rejects_out_of_range_expiry(storage: Storage) -> None:
     storage.put("k", b"x", "text/plain")
     for expires_in in (0, -1, 7 * 24 * 3600 + 1):

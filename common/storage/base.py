@@ -1,0 +1,99 @@
+"""The ``Storage`` interface every backend implements, and what the backends share.
+
+Transient failures (network, timeouts, 5xx, bad credentials) surface as ``StorageError`` so callers
+can retry them, and a missing object as ``ObjectNotFound``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self
+from urllib.parse import quote
+
+MAX_URL_EXPIRY_SECONDS = 7 * 24 * 3600  # the SigV4 limit; LocalStorage keeps the same bound
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def attachment_disposition(filename: str) -> str:
+    """A ``Content-Disposition: attachment`` value naming ``filename`` safely (RFC 6266, with a UTF-8 form)."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if ord(c) >= 32 and ord(c) != 127).strip() or "download"
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    if fallback == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def check_expiry(expires_in: int) -> None:
+    """Refuse a URL lifetime outside 1 s .. ``MAX_URL_EXPIRY_SECONDS``, the same bound for every backend."""
+    if not 1 <= expires_in <= MAX_URL_EXPIRY_SECONDS:
+        raise ValueError(f"expires_in must be between 1 and {MAX_URL_EXPIRY_SECONDS} seconds, got {expires_in}")
+
+
+class FileServer(Protocol):
+    """What the API needs to serve a backend's download URLs itself: check the link, then send the file."""
+
+    def verify_url_signature(
+        self, key: str, expires: int, signature: str, filename: str | None, now: float | None = None
+    ) -> bool:
+        """Whether a download URL's parameters were signed by this store and have not expired."""
+        ...
+
+    def open_path(self, key: str) -> Path:
+        """The file holding ``key``, for sending; ``ObjectNotFound`` when absent."""
+        ...
+
+    def content_type(self, key: str) -> str:
+        """The content type to send ``key`` with."""
+        ...
+
+
+class Storage(ABC):
+    """A flat key -> bytes store with time-limited download URLs."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` under ``key``, replacing any previous object atomically."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The bytes under ``key``; ``ObjectNotFound`` when absent."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; an absent key is not an error."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str, *, older_than: float | None = None) -> int:
+        """Remove every key starting with ``prefix`` (a plain string prefix), or only those last written
+        before the unix time ``older_than`` (retention); returns how many were removed."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+
+    @abstractmethod
+    def url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        """A download URL valid for ``expires_in`` seconds; ``filename`` makes it an attachment with that name."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Readiness probe: raise ``StorageError`` when the store cannot be used."""
+
+    def file_server(self) -> FileServer | None:
+        """How the API serves this store's URLs itself; ``None`` (the default) when they point elsewhere."""
+        return None
+
+    def close(self) -> None:
+        """Release connections; the default holds none."""
+        return None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,29 @@
+"""The storage backend a process runs, chosen by its settings."""
+
+from __future__ import annotations
+
+from common.settings import Settings
+from common.storage.base import Storage
+from common.storage.local import LocalStorage, local_secret
+from common.storage.s3 import S3Storage
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    """The storage backend the settings select."""
+    if settings.storage == "s3":
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            create_bucket=settings.s3_create_bucket,
+        )
+    if settings.storage == "local":
+        return LocalStorage(
+            settings.data_dir / "storage",
+            base_url=settings.public_base_url,
+            secret=local_secret(settings.data_dir, settings.signing_secret),
+        )
+    raise ValueError(f"unknown storage backend {settings.storage!r}")
