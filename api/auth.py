@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import g, request
 
 from api.context import ctx
+from common.api_keys import ANONYMOUS
 from common.errors import Unauthorized
-from common.keys import ANONYMOUS
 
 # Paths that need no key: health checks, the demo page, the API description, signed file links.
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/demo/", "/openapi", "/docs", "/v1/files/")
@@ -35,7 +35,7 @@ def authenticate_request() -> None:
     token = _token()
     if token is None:
         raise Unauthorized("send an API key: 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'")
-    g.owner = api.keys.authenticate(token).id
+    g.owner = api.api_keys.authenticate(token).id
 
 
 def current_owner() -> str:

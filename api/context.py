@@ -8,8 +8,10 @@ import redis
 from celery import Celery
 from flask import current_app
 
+from common.api_keys import ApiKeyStore
+from common.batches import BatchStore
 from common.jobs import JobStore
-from common.keys import KeyStore
+from common.keyspace import redis_from_settings
 from common.queue import make_celery
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
@@ -22,22 +24,23 @@ class ApiContext:
     settings: Settings
     redis: redis.Redis
     jobs: JobStore
+    batches: BatchStore
+    api_keys: ApiKeyStore
     storage: Storage
     celery: Celery
-    keys: KeyStore
 
     @classmethod
     def build(cls, settings: Settings) -> ApiContext:
-        client = redis.Redis.from_url(
-            settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
-        )
+        client = redis_from_settings(settings)
+        jobs = JobStore(client, settings.job_ttl_seconds)
         return cls(
             settings=settings,
             redis=client,
-            jobs=JobStore(client, settings.job_ttl_seconds),
+            jobs=jobs,
+            batches=BatchStore(client, jobs),
+            api_keys=ApiKeyStore(client),
             storage=storage_from_settings(settings),
             celery=make_celery(settings),
-            keys=KeyStore(client),
         )
 
 

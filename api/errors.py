@@ -8,7 +8,7 @@ import redis
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from common.errors import BackdropError
+from common.errors import BackdropError, QueueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.RedisError)
     def _redis_down(exc: redis.RedisError) -> Response:
         log.warning("redis unavailable: %s", exc)
-        return error_response(503, "queue_unavailable", "the job queue is unavailable, try again later")
+        return _backdrop_error(QueueUnavailable("the job queue is unavailable, try again later"))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

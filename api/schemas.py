@@ -1,36 +1,71 @@
-"""Request and response models of the HTTP API; the OpenAPI document is generated from them."""
+"""Request models of the HTTP API; their option fields are generated from ``JobOptions``, and the
+response models are the public ones of ``common.public``, so the OpenAPI document matches both."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from flask_openapi3 import FileStorage
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from common.options import JobOptions, Surface
+from common.public import BatchModel, ErrorBody, ErrorDetail, JobModel
+
+__all__ = [
+    "ERRORS",
+    "BatchForm",
+    "BatchJson",
+    "BatchModel",
+    "ErrorBody",
+    "ErrorDetail",
+    "JobForm",
+    "JobHeaders",
+    "JobModel",
+    "JobPath",
+]
 
 
-class JobForm(BaseModel):
-    """``POST /v1/jobs``: multipart/form-data. Send ``image`` or ``image_url``."""
+def _option_fields(surface: Surface) -> dict[str, Any]:
+    """The fields of ``JobOptions`` accepted on ``surface``, as they are declared there."""
+    names = JobOptions.names(surface)
+    return {name: (field.annotation, field) for name, field in JobOptions.model_fields.items() if name in names}
 
-    model_config = ConfigDict(extra="allow")
 
-    image: FileStorage | None = Field(default=None, description="the photo (JPEG, PNG, WebP, BMP, TIFF, GIF)")
-    image_url: str | None = Field(default=None, description="an http(s) URL the worker fetches instead of an upload")
-    background: str | None = Field(
-        default=None,
-        description="red, blue, green, white, #RRGGBB, #RGB, transparent, blur, or image (with background_image)",
-        examples=["blue"],
+def _form_model(name: str, doc: str, surface: Surface, **inputs: Any) -> type[BaseModel]:
+    model = create_model(name, __config__=ConfigDict(extra="forbid"), **inputs, **_option_fields(surface))
+    model.__doc__ = doc
+    return model
+
+
+JobForm = _form_model(
+    "JobForm",
+    "``POST /v1/jobs``: multipart/form-data. Send ``image`` or ``image_url``, and any options.",
+    Surface.JOB,
+    image=(FileStorage | None, Field(default=None, description="the photo (JPEG, PNG, WebP, BMP, TIFF, GIF)")),
+    image_url=(str | None, Field(default=None, description="an http(s) URL the worker fetches instead of an upload")),
+    background_image=(FileStorage | None, Field(default=None, description="the background for background=image")),
+)
+
+BatchForm = _form_model(
+    "BatchForm",
+    "multipart/form-data: repeated ``images`` files plus the shared options of ``POST /v1/jobs``.",
+    Surface.BATCH,
+    images=(list[FileStorage], Field(default_factory=list, description="the photos")),
+)
+
+BatchOptions = create_model("BatchOptions", __config__=ConfigDict(extra="forbid"), **_option_fields(Surface.BATCH))
+
+
+class BatchJson(BaseModel):
+    """application/json: photos by URL, or objects already in the bucket, with shared options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_urls: list[str] = Field(default_factory=list)
+    keys: list[str] = Field(default_factory=list, description="object keys in the storage bucket")
+    options: BatchOptions = Field(  # type: ignore[valid-type]
+        default_factory=BatchOptions, description="the option fields of POST /v1/jobs"
     )
-    background_image: FileStorage | None = Field(default=None, description="the background for background=image")
-    format: Literal["jpeg", "jpg", "png", "webp"] | None = Field(
-        default=None, description="default: jpeg (png if transparent)"
-    )
-    quality: int | None = Field(default=None, ge=1, le=100, description="JPEG/WebP quality, default 92")
-    outputs: str | None = Field(
-        default=None, description="comma-separated: composite, cutout, matte", examples=["composite"]
-    )
-    decontaminate: bool | None = Field(default=None, description="remove the old background's colour from edges")
-    webhook_url: str | None = Field(default=None, description="where to POST signed job events (Standard Webhooks)")
-    webhook_events: str | None = Field(default=None, description="comma-separated: completed, started")
 
 
 class JobHeaders(BaseModel):
@@ -50,58 +85,6 @@ class JobHeaders(BaseModel):
 
 class JobPath(BaseModel):
     job_id: str = Field(description="the job's id")
-
-
-class ErrorDetail(BaseModel):
-    code: str = Field(description="stable, machine-readable", examples=["invalid_option"])
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-class InputModel(BaseModel):
-    bytes: int
-    format: str
-    width: int
-    height: int
-    url: str | None = None
-
-
-class OptionsModel(BaseModel):
-    background: str
-    format: str | None
-    quality: int
-    outputs: list[str]
-    decontaminate: bool
-    webhook_url: str | None
-    webhook_events: list[str]
-
-
-class ResultModel(BaseModel):
-    url: str = Field(description="download link, valid until expires_at")
-    expires_at: str
-    format: str
-    media_type: str
-    bytes: int
-    width: int
-    height: int
-
-
-class JobModel(BaseModel):
-    id: str
-    status: Literal["queued", "processing", "succeeded", "failed", "canceled"]
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    expires_at: str = Field(description="the record, upload and results are deleted at this time")
-    attempts: int
-    batch_id: str | None
-    input: InputModel
-    options: OptionsModel
-    results: dict[str, ResultModel] | None = Field(description="composite / cutout / matte, when succeeded")
-    error: ErrorDetail | None = Field(description="why, when failed")
 
 
 class HealthModel(BaseModel):

@@ -102,10 +102,9 @@ def run_pipeline_case(weights: Path, repeats: int, threads: int) -> dict[str, ob
     import torch
     from PIL import Image
 
-    from common.backgrounds import parse_background
-    from common.pipeline import ReplaceOptions, render_outputs
+    from common.options import JobOptions
+    from common.pipeline import decode, finish, prepare, render_outputs
     from common.settings import Settings
-    from worker.replace import decode, matte_for
     from worker.runtime import ModelRunner
 
     torch.set_num_threads(threads)
@@ -114,18 +113,24 @@ def run_pipeline_case(weights: Path, repeats: int, threads: int) -> dict[str, ob
     buffer = io.BytesIO()
     Image.fromarray(_photo(1600, 1200)).save(buffer, "JPEG", quality=92)
     data = buffer.getvalue()
-    options = ReplaceOptions(background=parse_background("blue"))
-    plain = ReplaceOptions(background=parse_background("blue"), decontaminate=False)
+    options = JobOptions(background="blue")
+    plain = JobOptions(background="blue", decontaminate=False)
     decoded = decode(data, settings)
-    matte = matte_for(decoded, runner, settings)
+
+    def matte_of(photo: object) -> object:
+        prepared = prepare(photo, settings)
+        (small,) = runner.predict([prepared.network_input])
+        return finish(prepared, small, JobOptions(outputs=["matte"])).matte
+
+    matte = matte_of(decoded)
 
     def end_to_end() -> object:
         photo = decode(data, settings)
-        return render_outputs(photo, matte_for(photo, runner, settings), options).items
+        return render_outputs(photo, matte_of(photo), options).items
 
     figures = {
         "decode": _timed(lambda: decode(data, settings), repeats)[0],
-        "matte (resize, network, back to full size)": _timed(lambda: matte_for(decoded, runner, settings), repeats)[0],
+        "matte (resize, network, back to full size)": _timed(lambda: matte_of(decoded), repeats)[0],
         "composite+encode, decontaminated": _timed(lambda: render_outputs(decoded, matte, options), repeats)[0],
         "composite+encode, naive blend": _timed(lambda: render_outputs(decoded, matte, plain), repeats)[0],
         "total": _timed(end_to_end, repeats)[0],

@@ -44,20 +44,18 @@ def _jpegs(count: int, width: int, height: int) -> list[bytes]:
 
 def in_process(photos: list[bytes], weights: Path, threads: int) -> float:
     """Seconds for the CLI's path: one photo after another in this process."""
-    from common.backgrounds import parse_background
-    from common.pipeline import ReplaceOptions, render_outputs
+    from common.options import JobOptions
+    from common.pipeline import replace_photo
     from common.settings import Settings
-    from worker.replace import decode, matte_for
     from worker.runtime import ModelRunner
 
     settings = Settings(model_path=weights, device="cpu")
     runner = ModelRunner.load(weights, "cpu", threads=threads)
     runner.warm_up()
-    options = ReplaceOptions(background=parse_background("blue"))
+    options = JobOptions(background="blue")
     start = time.perf_counter()
     for data in photos:
-        decoded = decode(data, settings)
-        render_outputs(decoded, matte_for(decoded, runner, settings), options)
+        replace_photo(data, options, runner.predict, settings)
     return time.perf_counter() - start
 
 

@@ -1,4 +1,4 @@
-"""A small client of the Backdrop HTTP API, on the standard library only (urllib)."""
+"""A small client of the Backdrop HTTP API over urllib; it reads batch progress with the public models."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+from common.batches import BatchCounts
+from common.jobs import JobStatus
+
 ImageSource = bytes | str | os.PathLike[str]
 OptionValue = str | int | bool | Sequence[str] | None
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 RETRY_STATUSES = frozenset({429, 503})
 FIRST_POLL_SECONDS = 0.5
 MAX_POLL_SECONDS = 5.0
@@ -243,7 +245,7 @@ class BackdropClient:
         while True:
             response = self._get_job(job_id)
             job = response.json()
-            if job.get("status") in TERMINAL_STATUSES:
+            if job.get("status") in JobStatus.terminal_values():
                 return job
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -364,7 +366,10 @@ def batch_finished(batch: Mapping[str, Any]) -> bool:
     """Whether no job of the batch is queued or processing any more."""
     if batch.get("status") == "completed":
         return True
-    counts = batch.get("counts") or {}
-    pending = counts.get("queued", 0) + counts.get("processing", 0)
-    done = sum(counts.get(name, 0) for name in TERMINAL_STATUSES)
-    return bool(counts) and pending == 0 and done >= batch.get("total", 0)
+    counts = batch.get("counts")
+    return bool(counts) and finished_jobs(batch) >= batch.get("total", 0)
+
+
+def finished_jobs(batch: Mapping[str, Any]) -> int:
+    """How many of a batch's jobs have finished, from its public JSON."""
+    return BatchCounts.model_validate(batch.get("counts") or {}).finished

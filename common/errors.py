@@ -1,7 +1,8 @@
 """The one exception hierarchy of Backdrop.
 
 Every error a user can cause or see is a ``BackdropError`` with a stable ``code`` (used in API
-bodies, job records and CLI summaries) and the HTTP status the API maps it to.
+bodies, job records and CLI summaries), the HTTP status the API maps it to, and ``retryable``: whether
+the same work may succeed a little later (the worker retries exactly those, with backoff).
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ class BackdropError(Exception):
 
     code = "internal_error"
     http_status = 500
+    retryable = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-    def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
 
 
 # --- bad input: the request or file is at fault; retrying will not help -------------------
@@ -74,8 +73,8 @@ class UnsafeURL(InvalidInput):
 class FetchFailed(InvalidInput):
     """The remote end of a URL answered badly: HTTP >= 400, too big, too slow, too many redirects, unreachable.
 
-    ``transient`` marks what may work a little later (unreachable, timed out, HTTP 408/429/5xx): the
-    worker retries those with backoff before failing the job.
+    ``transient`` marks what may work a little later (unreachable, timed out, HTTP 408/429/5xx): such
+    a failure is ``retryable``, and the worker retries it with backoff before failing the job.
     """
 
     code = "fetch_failed"
@@ -84,6 +83,7 @@ class FetchFailed(InvalidInput):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.retryable = transient
 
 
 # --- the model and its weights --------------------------------------------------------------
@@ -123,13 +123,7 @@ class StorageError(BackdropError):
 
     code = "storage_unavailable"
     http_status = 503
-
-
-class ObjectNotFound(BackdropError):
-    """The requested object (an upload or a result) does not exist, or no longer does."""
-
-    code = "not_found"
-    http_status = 404
+    retryable = True
 
 
 # --- services -------------------------------------------------------------------------------
@@ -140,6 +134,7 @@ class QueueUnavailable(BackdropError):
 
     code = "queue_unavailable"
     http_status = 503
+    retryable = True
 
 
 # --- the HTTP API: tenancy, lookups, limits -------------------------------------------------
@@ -164,6 +159,10 @@ class NotFound(BackdropError):
 
     code = "not_found"
     http_status = 404
+
+
+class ObjectNotFound(NotFound):
+    """A stored object (an upload or a result) does not exist, or no longer does: a kind of NotFound."""
 
 
 class IdempotencyConflict(BackdropError):

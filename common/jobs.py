@@ -12,10 +12,8 @@ from typing import Any
 import redis
 from pydantic import BaseModel, Field
 
-KEY_PREFIX = "backdrop:"
-JOB_KEY = KEY_PREFIX + "job:{job_id}"
-WORKER_KEY = KEY_PREFIX + "worker:{name}"
-PENDING_KEY = KEY_PREFIX + "pending:{owner}"  # set of an owner's queued and processing jobs
+from common import keyspace
+from common.options import JobOptions
 
 
 class JobStatus(StrEnum):
@@ -28,6 +26,10 @@ class JobStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+    @classmethod
+    def terminal_values(cls) -> frozenset[str]:
+        return frozenset(status.value for status in cls if status.is_terminal)
 
 
 # Which states a job may move to from each state. PROCESSING -> PROCESSING is a redelivery or a
@@ -59,19 +61,6 @@ class ResultInfo(BaseModel):
     height: int
 
 
-class JobOptions(BaseModel):
-    """The options of a job as given (re-validated by the worker)."""
-
-    background: str = "blue"
-    background_image_key: str | None = None
-    format: str | None = None
-    quality: int = 92
-    outputs: list[str] = Field(default_factory=lambda: ["composite"])
-    decontaminate: bool = True
-    webhook_url: str | None = None
-    webhook_events: list[str] = Field(default_factory=lambda: ["completed"])
-
-
 class JobError(BaseModel):
     code: str
     message: str
@@ -88,6 +77,7 @@ class Job(BaseModel):
     finished_at: datetime | None = None
     attempts: int = 0
     input_key: str
+    background_image_key: str | None = None  # the uploaded image of background=image
     input: InputInfo
     options: JobOptions
     results: dict[str, ResultInfo] = Field(default_factory=dict)
@@ -176,7 +166,7 @@ class JobStore:
 
     @staticmethod
     def key(job_id: str) -> str:
-        return JOB_KEY.format(job_id=job_id)
+        return keyspace.JOB.format(job_id=job_id)
 
     def create(
         self,
@@ -188,6 +178,7 @@ class JobStore:
         owner: str,
         batch_id: str | None = None,
         image_url: str | None = None,
+        background_image_key: str | None = None,
     ) -> Job:
         stamp = now()
         job = Job(
@@ -202,18 +193,19 @@ class JobStore:
             options=options,
             batch_id=batch_id,
             image_url=image_url,
+            background_image_key=background_image_key,
         )
         fields = _encode(job.model_dump(exclude_none=False) | {"input": info, "options": options, "results": {}})
         with self.redis.pipeline() as pipe:
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl)
-            pipe.sadd(PENDING_KEY.format(owner=owner), job_id)
+            pipe.sadd(keyspace.PENDING.format(owner=owner), job_id)
             pipe.execute()
         return job
 
     def pending_count(self, owner: str) -> int:
         """How many of ``owner``'s jobs are queued or processing (records that expired are dropped)."""
-        key = PENDING_KEY.format(owner=owner)
+        key = keyspace.PENDING.format(owner=owner)
         members = list(self.redis.smembers(key))
         if not members:
             return 0
@@ -233,7 +225,7 @@ class JobStore:
     def delete(self, job: Job) -> None:
         with self.redis.pipeline() as pipe:
             pipe.delete(self.key(job.id))
-            pipe.srem(PENDING_KEY.format(owner=job.owner), job.id)
+            pipe.srem(keyspace.PENDING.format(owner=job.owner), job.id)
             pipe.execute()
 
     def _transition(self, job_id: str, target: JobStatus, *, count_attempt: bool = False, **fields: Any) -> bool:
@@ -249,7 +241,7 @@ class JobStore:
         for name, value in values.items():
             args += [name, value]
         try:
-            previous = self._script(keys=[self.key(job_id), PENDING_KEY.format(owner="")], args=args)
+            previous = self._script(keys=[self.key(job_id), keyspace.PENDING.format(owner="")], args=args)
         except redis.ResponseError as exc:
             if str(exc).startswith("transition:"):
                 raise TransitionRefused(job_id, JobStatus(str(exc).split(":", 1)[1]), target) from None

@@ -1,103 +1,30 @@
-"""The torch-free steps around the network: what to feed it, and what to make of its matte.
+"""One photo pipeline, torch-free: ``prepare`` makes the network input, ``finish`` makes the outputs.
 
-decode -> ``network_input`` -> (worker: MODNet) -> ``full_resolution_matte`` -> ``render_outputs``
+decode -> network input (``prepare``) -> MODNet (the worker's runner, directly or through its
+batcher) -> full-resolution matte -> composite, cutout, matte (``finish``). The command line drives it
+directly with ``replace_photo``; the worker drives the same two halves around its batcher.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from typing import BinaryIO
 
 import cv2
 import numpy as np
 
-from common.backgrounds import BackgroundKind, BackgroundSpec, parse_background, render_background
+from common.backgrounds import BackgroundKind, BackgroundSpec, render_background
 from common.compositing import composite, cutout, estimate_foreground, to_float
-from common.errors import InvalidOption
-from common.imaging import DecodedImage, encode_image, encode_matte_png, encode_rgba_png
+from common.imaging import DecodedImage, decode_image, encode_image, encode_matte_png, encode_rgba_png
+from common.options import JobOptions, OutputFormat, OutputKind
 from common.settings import Settings
 from common.sizing import SizeRule, network_input_size
 
-
-class OutputFormat(StrEnum):
-    JPEG = "jpeg"
-    PNG = "png"
-    WEBP = "webp"
-
-    @classmethod
-    def parse(cls, value: str) -> OutputFormat:
-        name = value.strip().lower()
-        name = "jpeg" if name == "jpg" else name
-        try:
-            return cls(name)
-        except ValueError:
-            accepted = ", ".join(f.value for f in cls)
-            raise InvalidOption(f"unknown output format {value!r}; accepted: {accepted}") from None
-
-
-def file_extension(fmt: str) -> str:
-    """The file name extension of an output format ("jpeg" files are named .jpg)."""
-    return "jpg" if fmt == OutputFormat.JPEG else fmt
-
-
-class OutputKind(StrEnum):
-    COMPOSITE = "composite"  # the photo on its new background
-    CUTOUT = "cutout"  # RGBA PNG: the person on transparency
-    MATTE = "matte"  # 8-bit grayscale PNG of the alpha matte
-
-
-@dataclass(frozen=True)
-class ReplaceOptions:
-    """What a user asks for. ``format`` None means JPEG, or PNG for a transparent background."""
-
-    background: BackgroundSpec
-    format: OutputFormat | None = None
-    quality: int = 92
-    outputs: frozenset[OutputKind] = frozenset({OutputKind.COMPOSITE})
-    decontaminate: bool = True
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.quality <= 100:
-            raise InvalidOption(f"quality must be between 1 and 100, got {self.quality}")
-        if not self.outputs:
-            raise InvalidOption("ask for at least one output: composite, cutout or matte")
-        transparent = self.background.kind is BackgroundKind.TRANSPARENT
-        if transparent and self.format not in (None, OutputFormat.PNG):
-            raise InvalidOption(f"a transparent background needs PNG output, not {self.format.value}")
-
-    @classmethod
-    def from_values(
-        cls,
-        *,
-        background: str,
-        format: str | None = None,
-        quality: int = 92,
-        outputs: Iterable[str] = ("composite",),
-        decontaminate: bool = True,
-        background_image: np.ndarray | None = None,
-    ) -> ReplaceOptions:
-        """Options from plain values (a form, a job record, the command line); InvalidOption if wrong."""
-        kinds: set[OutputKind] = set()
-        for name in outputs:
-            try:
-                kinds.add(OutputKind(name.strip().lower()))
-            except ValueError:
-                accepted = ", ".join(k.value for k in OutputKind)
-                raise InvalidOption(f"unknown output {name!r}; accepted: {accepted}") from None
-        return cls(
-            background=parse_background(background, image=background_image),
-            format=OutputFormat.parse(format) if format else None,
-            quality=quality,
-            outputs=frozenset(kinds),
-            decontaminate=decontaminate,
-        )
-
-    @property
-    def composite_format(self) -> OutputFormat:
-        if self.format is not None:
-            return self.format
-        return OutputFormat.PNG if self.background.kind is BackgroundKind.TRANSPARENT else OutputFormat.JPEG
+PhotoSource = bytes | str | os.PathLike[str] | BinaryIO
+# Mattes of a list of network inputs: the worker's ``ModelRunner.predict`` or its batcher.
+Predict = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -115,6 +42,26 @@ class RenderedOutputs:
 
     def __getitem__(self, kind: OutputKind) -> RenderedOutput:
         return self.items[kind]
+
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """A decoded photo and the network input made from it."""
+
+    decoded: DecodedImage
+    network_input: np.ndarray  # (rh, rw, 3) uint8
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    decoded: DecodedImage
+    matte: np.ndarray  # (H,W) float32 at the photo's resolution
+    outputs: RenderedOutputs
+
+
+def decode(source: PhotoSource, settings: Settings) -> DecodedImage:
+    """A photo decoded within the configured pixel and side limits."""
+    return decode_image(source, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
 
 
 def network_input_shape(
@@ -136,6 +83,13 @@ def network_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, (rw, rh), interpolation=interpolation)
 
 
+def prepare(source: PhotoSource | DecodedImage, settings: Settings) -> PreparedPhoto:
+    """The first half: decode (unless already decoded) and make the network input."""
+    decoded = source if isinstance(source, DecodedImage) else decode(source, settings)
+    size = network_input_shape(decoded.height, decoded.width, settings)
+    return PreparedPhoto(decoded, network_input(decoded.rgb, size))
+
+
 def full_resolution_matte(matte: np.ndarray, decoded: DecodedImage) -> np.ndarray:
     """The network's matte brought back to the photo's own size (bilinear, smooth edges), limited
     by the source's own transparency when it had one. (H,W) float32 in [0,1]."""
@@ -148,33 +102,55 @@ def full_resolution_matte(matte: np.ndarray, decoded: DecodedImage) -> np.ndarra
     return matte
 
 
-def render_outputs(decoded: DecodedImage, matte: np.ndarray, options: ReplaceOptions) -> RenderedOutputs:
-    """Composite, cutout and matte at full resolution, encoded as asked."""
+def render_outputs(
+    decoded: DecodedImage, matte: np.ndarray, options: JobOptions, background: BackgroundSpec | None = None
+) -> RenderedOutputs:
+    """Composite, cutout and matte at full resolution, encoded as asked. ``background`` defaults to
+    the options' own (pass it for ``background=image``, with the decoded image)."""
+    background = background or options.background_spec()
     height, width = decoded.height, decoded.width
     image = to_float(decoded.rgb)
     foreground = estimate_foreground(image, matte) if options.decontaminate else image
+    kinds = options.output_kinds
     items: dict[OutputKind, RenderedOutput] = {}
 
     def add(kind: OutputKind, data: bytes, fmt: OutputFormat) -> None:
         items[kind] = RenderedOutput(kind, data, fmt, width, height)
 
     rgba: np.ndarray | None = None
-    if OutputKind.COMPOSITE in options.outputs:
+    if OutputKind.COMPOSITE in kinds:
         fmt = options.composite_format
-        if options.background.kind is BackgroundKind.TRANSPARENT:
+        if background.kind is BackgroundKind.TRANSPARENT:
             rgba = cutout(foreground, matte)
             add(OutputKind.COMPOSITE, encode_rgba_png(rgba, dpi=decoded.dpi), fmt)
         else:
-            background = render_background(options.background, size=(width, height), original=decoded.rgb, alpha=matte)
-            result = composite(foreground, matte, background)
-            add(
-                OutputKind.COMPOSITE,
-                encode_image(result, fmt.value, quality=options.quality, dpi=decoded.dpi),
-                fmt,
-            )
-    if OutputKind.CUTOUT in options.outputs:
+            canvas = render_background(background, size=(width, height), original=decoded.rgb, alpha=matte)
+            result = composite(foreground, matte, canvas)
+            add(OutputKind.COMPOSITE, encode_image(result, fmt.value, quality=options.quality, dpi=decoded.dpi), fmt)
+    if OutputKind.CUTOUT in kinds:
         rgba = cutout(foreground, matte) if rgba is None else rgba
         add(OutputKind.CUTOUT, encode_rgba_png(rgba, dpi=decoded.dpi), OutputFormat.PNG)
-    if OutputKind.MATTE in options.outputs:
+    if OutputKind.MATTE in kinds:
         add(OutputKind.MATTE, encode_matte_png(matte, dpi=decoded.dpi), OutputFormat.PNG)
     return RenderedOutputs(items)
+
+
+def finish(
+    prepared: PreparedPhoto, small_matte: np.ndarray, options: JobOptions, background: BackgroundSpec | None = None
+) -> PhotoResult:
+    """The second half: the network's matte at full resolution, then the outputs."""
+    matte = full_resolution_matte(small_matte, prepared.decoded)
+    return PhotoResult(prepared.decoded, matte, render_outputs(prepared.decoded, matte, options, background))
+
+
+def replace_photo(
+    source: PhotoSource,
+    options: JobOptions,
+    predict: Predict,
+    settings: Settings,
+    background: BackgroundSpec | None = None,
+) -> PhotoResult:
+    """One photo end to end in this process: the pipeline driven directly, one forward pass."""
+    prepared = prepare(source, settings)
+    (small,) = predict([prepared.network_input])
+    return finish(prepared, small, options, background)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
+
+from worker.embedded import free_port, start_redis
 
 TESTS_DIR = Path(__file__).parent
 FOLDER_MARKERS = {
     "unit": pytest.mark.unit,
     "conformance": pytest.mark.conformance,
     "integration": pytest.mark.integration,
+    "app": pytest.mark.app,
+    "stores": pytest.mark.stores,
 }
 
 
@@ -56,3 +63,44 @@ def official_format_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path
     path = tmp_path_factory.mktemp("weights") / "modnet_photographic_portrait_matting.ckpt"
     save_official_format(model, path)
     return path
+
+
+REDIS_DATABASES = 256  # each stack, store test and in-process app gets a database of its own
+_next_database = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for the session ("redis://127.0.0.1:PORT"); tests use ``redis_database``."""
+    root = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    process = start_redis(root / "data", port, persist=False, log_path=root / "redis.log", databases=REDIS_DATABASES)
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def allocate_database(redis_server: str) -> Iterator[Callable[[], str]]:
+    """Hands out the URL of an empty database of the session's Redis, a new one at each call."""
+
+    def allocate() -> str:
+        number = next(_next_database)
+        if number >= REDIS_DATABASES:
+            pytest.fail(f"more than {REDIS_DATABASES - 1} Redis databases asked for; raise REDIS_DATABASES")
+        url = f"{redis_server}/{number}"
+        client = redis.Redis.from_url(url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+        return url
+
+    yield allocate
+
+
+@pytest.fixture
+def redis_url(allocate_database: Callable[[], str]) -> str:
+    """An empty Redis database for this test."""
+    return allocate_database()

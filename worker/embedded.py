@@ -71,10 +71,6 @@ class ManagedProcess:
             list(argv), env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
         )
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
     def alive(self) -> bool:
         return self.process.poll() is None
 

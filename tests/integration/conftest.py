@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import MODNET_FIXTURES
 from tests.integration.stack import Stack, stack_environment
-from worker.embedded import free_port, start_redis
+from worker.embedded import free_port
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 S3_TEST_ACCESS_KEY = "testing-access-key"
@@ -72,45 +72,33 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server for the session; tests isolate themselves by database number."""
-    root = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    process = start_redis(root / "data", port, persist=False, log_path=root / "redis.log", databases=DATABASES)
-    try:
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        process.stop()
-
-
-@pytest.fixture(scope="session")
 def service_weights(official_format_checkpoint: Path) -> Path:
     """The fixture checkpoint with random official-format weights when present, else our own."""
     fixture = MODNET_FIXTURES / "random_weights.ckpt"
     return fixture if fixture.is_file() else official_format_checkpoint
 
 
-DATABASES = 256  # one per stack: each stack's workers and queues stay apart
-_databases = iter(range(1, DATABASES))
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack_factory(
-    redis_server: str, s3_server: str, service_weights: Path, tmp_path_factory: pytest.TempPathFactory
+    allocate_database: Callable[[], str],
+    s3_server: str,
+    service_weights: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Stack]]:
-    """Builds service stacks, each with its own Redis database, storage and processes."""
+    """Builds service stacks, each with its own Redis database, storage and processes; a module's
+    stacks are stopped when the module's tests are done."""
     stacks: list[Stack] = []
 
     def build(storage: str = "local", **overrides: str) -> Stack:
         root = tmp_path_factory.mktemp(f"stack-{storage}")
-        database = next(_databases)
+        redis_url = allocate_database()
         env = stack_environment(
-            redis_url=f"{redis_server}/{database}",
+            redis_url=redis_url,
             storage=storage,
             data_dir=root / "data",
             weights=service_weights,
             s3_endpoint=s3_server,
-            bucket=f"stack-{database}",
+            bucket=f"stack-{redis_url.rsplit('/', 1)[1]}",
         )
         env.update(overrides)
         stack = Stack(env, root)

@@ -15,9 +15,9 @@ from typing import Any
 
 import redis
 
+from common import keyspace
+from common.api_keys import ApiKeyStore
 from common.client import encode_multipart
-from common.jobs import WORKER_KEY
-from common.keys import KeyStore
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.embedded import ManagedProcess, api_argv, free_port, wait_until, worker_argv
@@ -113,7 +113,7 @@ class Stack:
 
     def start_worker(self, *, concurrency: int = 16, wait: bool = True) -> ManagedProcess:
         """A worker process; ``concurrency`` 0 keeps the worker's own default."""
-        for key in self.redis.scan_iter(WORKER_KEY.format(name="*")):
+        for key in self.redis.scan_iter(keyspace.WORKER.format(name="*")):
             self.redis.delete(key)
         index = len(self.workers)
         worker = ManagedProcess(
@@ -130,16 +130,16 @@ class Stack:
         return worker
 
     def worker_ready(self) -> bool:
-        return any(True for _ in self.redis.scan_iter(WORKER_KEY.format(name="*")))
+        return any(True for _ in self.redis.scan_iter(keyspace.WORKER.format(name="*")))
 
     def forward_passes(self) -> int:
         return sum(
             int(self.redis.hget(key, "forward_passes") or 0)
-            for key in self.redis.scan_iter(WORKER_KEY.format(name="*"))
+            for key in self.redis.scan_iter(keyspace.WORKER.format(name="*"))
         )
 
     def new_key(self, name: str = "tests") -> str:
-        return KeyStore(self.redis).create(name).token
+        return ApiKeyStore(self.redis).create(name).token
 
     def start_api(self, **overrides: str) -> str:
         """The API under gunicorn; with authentication required, a key is created for the helpers."""

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from common.api_keys import ApiKeyStore
 from common.errors import Unauthorized
-from common.keys import KeyStore
 
 BACKDROP = Path(sys.executable).parent / "backdrop"
 
@@ -22,8 +22,8 @@ def run_keys(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BACKDROP), "keys", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_create_list_revoke(redis_server: str) -> None:
-    url = f"{redis_server}/250"
+def test_create_list_revoke(redis_url: str) -> None:
+    url = redis_url
     created = run_keys(url, "create", "--name", "photo booth 3")
     assert created.returncode == 0, created.stderr
     token = re.search(r"api key:\s+(\S+)", created.stdout).group(1)
@@ -31,7 +31,7 @@ def test_create_list_revoke(redis_server: str) -> None:
     assert re.search(r"webhook secret:\s+whsec_\S+", created.stdout)
 
     client = redis.Redis.from_url(url, decode_responses=True)
-    store = KeyStore(client)
+    store = ApiKeyStore(client)
     assert store.authenticate(token).name == "photo booth 3"
     assert token not in str(client.hgetall(f"backdrop:apikey:{key_id}"))  # stored hashed only
 

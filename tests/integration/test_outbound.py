@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from standardwebhooks import Webhook
 
-from common.keys import KeyStore
+from common.api_keys import ApiKeyStore
 from tests.integration.stack import Stack
 from tests.integration.test_service import rgba_photo
 from worker.embedded import wait_until
@@ -114,7 +114,7 @@ def _submit_url(stack: Stack, url: str, **fields: str) -> dict:
 
 def _secret(stack: Stack) -> str:
     key_id = stack.token.removeprefix("bd_").split("_", 1)[0]
-    return KeyStore(stack.redis).webhook_secret(key_id)
+    return ApiKeyStore(stack.redis).webhook_secret(key_id)
 
 
 def test_a_photo_url_that_fails_for_now_is_retried(trusting: Stack, remote: Remote) -> None:

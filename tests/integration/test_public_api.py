@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.keys import KeyStore
+from common.api_keys import ApiKeyStore
 from tests.integration.stack import Stack
 from tests.integration.test_service import rgba_photo
 from worker.embedded import wait_until
@@ -25,9 +25,9 @@ def test_requests_need_a_valid_key(idle_stack: Stack) -> None:
     missing = idle_stack.submit(rgba_photo(1), token=None)
     assert missing.status == 401 and missing.json()["error"]["code"] == "unauthorized"
     assert idle_stack.submit(rgba_photo(1), token="bd_nothing_here").status == 401
-    key = KeyStore(idle_stack.redis).create("soon revoked")
+    key = ApiKeyStore(idle_stack.redis).create("soon revoked")
     assert idle_stack.poll("0" * 32, token=key.token).status == 404  # authenticated: an unknown job
-    KeyStore(idle_stack.redis).revoke(key.key.id)
+    ApiKeyStore(idle_stack.redis).revoke(key.key.id)
     assert idle_stack.poll("0" * 32, token=key.token).status == 401
     via_header = idle_stack.request("GET", "/v1/jobs/" + "0" * 32, headers={"X-Api-Key": idle_stack.token}, token=None)
     assert via_header.status == 404

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from common.imaging import decode_image
-from common.pipeline import OutputKind, ReplaceOptions, render_outputs
+from common.options import JobOptions, OutputKind
+from common.pipeline import replace_photo
 from tests.integration.stack import Stack
-from worker.replace import decode, matte_for
 from worker.runtime import ModelRunner
 
 BLUE = (0, 143, 213)
@@ -64,10 +64,8 @@ def in_process_runner(service_weights: Path) -> ModelRunner:
 
 
 def expected_composite(stack: Stack, runner: ModelRunner, data: bytes, background: str) -> np.ndarray:
-    decoded = decode(data, stack.settings)
-    matte = matte_for(decoded, runner, stack.settings)
-    options = ReplaceOptions.from_values(background=background, format="png")
-    return decode_png(render_outputs(decoded, matte, options)[OutputKind.COMPOSITE].data)
+    options = JobOptions(background=background, format="png")
+    return decode_png(replace_photo(data, options, runner.predict, stack.settings).outputs[OutputKind.COMPOSITE].data)
 
 
 def test_upload_poll_download(stack: Stack, in_process_runner: ModelRunner) -> None:

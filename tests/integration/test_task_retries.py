@@ -12,10 +12,11 @@ import redis
 from PIL import Image
 
 from common.errors import StorageError
-from common.jobs import InputInfo, JobOptions, JobStatus, new_job_id
+from common.jobs import InputInfo, JobStatus, new_job_id
+from common.options import JobOptions
 from common.settings import Settings
 from common.storage import LocalStorage, input_key
-from worker import celery_app
+from worker import celery_app, tasks
 from worker.runtime import ModelRunner
 from worker.service import WorkerService
 
@@ -43,9 +44,9 @@ def runner(official_format_checkpoint: Path) -> ModelRunner:
 
 @pytest.fixture
 def service(
-    redis_server: str, runner: ModelRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, runner: ModelRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[WorkerService]:
-    settings = Settings(redis_url=f"{redis_server}/15", data_dir=tmp_path, inference_ref_size=64, max_delay_ms=0)
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, inference_ref_size=64, max_delay_ms=0)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     svc = WorkerService(settings, runner, FlakyStorage(tmp_path / "storage", failures=0), client)
     monkeypatch.setattr(celery_app, "_service", svc)
@@ -75,7 +76,7 @@ def _png() -> bytes:
 def test_transient_errors_are_retried_and_counted(service: WorkerService) -> None:
     service.storage.failures = 2
     job_id = _submit(service, _png())
-    celery_app.process_job_task.apply(args=[job_id])
+    tasks.process_job_task.apply(args=[job_id])
     job = service.jobs.get(job_id)
     assert job.status is JobStatus.SUCCEEDED
     assert job.attempts == 3
@@ -85,16 +86,16 @@ def test_transient_errors_are_retried_and_counted(service: WorkerService) -> Non
 def test_retries_give_up_with_the_error_code(service: WorkerService) -> None:
     service.storage.failures = 1000
     job_id = _submit(service, _png())
-    celery_app.process_job_task.apply(args=[job_id])
+    tasks.process_job_task.apply(args=[job_id])
     job = service.jobs.get(job_id)
     assert job.status is JobStatus.FAILED
     assert job.error.code == "storage_unavailable"
-    assert job.attempts == celery_app.process_job_task.max_retries + 1
+    assert job.attempts == tasks.process_job_task.max_retries + 1
 
 
 def test_bad_input_fails_once(service: WorkerService) -> None:
     job_id = _submit(service, b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    celery_app.process_job_task.apply(args=[job_id])
+    tasks.process_job_task.apply(args=[job_id])
     job = service.jobs.get(job_id)
     assert job.status is JobStatus.FAILED
     assert job.error.code in ("corrupt_image", "unsupported_image")
@@ -103,12 +104,12 @@ def test_bad_input_fails_once(service: WorkerService) -> None:
 
 def test_a_finished_job_is_not_run_again(service: WorkerService) -> None:
     job_id = _submit(service, _png())
-    celery_app.process_job_task.apply(args=[job_id])
+    tasks.process_job_task.apply(args=[job_id])
     reads = service.storage.reads
-    celery_app.process_job_task.apply(args=[job_id])  # a redelivered message
+    tasks.process_job_task.apply(args=[job_id])  # a redelivered message
     assert service.storage.reads == reads
     assert service.jobs.get(job_id).attempts == 1
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    assert [celery_app._backoff(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert [tasks._backoff(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]

@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.backgrounds import parse_background
 from common.errors import InvalidOption
 from common.imaging import decode_image
-from common.pipeline import (
-    OutputFormat,
-    OutputKind,
-    ReplaceOptions,
-    full_resolution_matte,
-    network_input,
-    render_outputs,
-)
+from common.options import JobOptions, OutputFormat, OutputKind
+from common.pipeline import full_resolution_matte, network_input, render_outputs
 
 ALL_OUTPUTS = frozenset(OutputKind)
 
@@ -70,7 +63,7 @@ def test_composite_background_and_foreground_exact_at_full_resolution() -> None:
     photo = _photo()
     decoded = _decode(_png(photo))
     matte = _matte()
-    options = ReplaceOptions(background=parse_background("red"), format=OutputFormat.PNG, outputs=ALL_OUTPUTS)
+    options = JobOptions(background="red", format=OutputFormat.PNG, outputs=ALL_OUTPUTS)
     outputs = render_outputs(decoded, matte, options)
 
     result = np.asarray(Image.open(io.BytesIO(outputs[OutputKind.COMPOSITE].data)))
@@ -89,7 +82,7 @@ def test_naive_blend_when_decontamination_is_off() -> None:
     photo = _photo()
     decoded = _decode(_png(photo))
     matte = _matte()
-    options = ReplaceOptions(background=parse_background("#000"), format=OutputFormat.PNG, decontaminate=False)
+    options = JobOptions(background="#000", format=OutputFormat.PNG, decontaminate=False)
     result = np.asarray(Image.open(io.BytesIO(render_outputs(decoded, matte, options)[OutputKind.COMPOSITE].data)))
     expected = np.rint(photo[:, 20:40].astype(np.float64) * 0.5).astype(np.uint8)
     assert np.abs(result[:, 20:40].astype(int) - expected).max() <= 1
@@ -97,7 +90,7 @@ def test_naive_blend_when_decontamination_is_off() -> None:
 
 def test_transparent_background_gives_rgba_png() -> None:
     decoded = _decode(_png(_photo()))
-    options = ReplaceOptions(background=parse_background("transparent"))
+    options = JobOptions(background="transparent")
     assert options.composite_format is OutputFormat.PNG
     item = render_outputs(decoded, _matte(), options)[OutputKind.COMPOSITE]
     image = Image.open(io.BytesIO(item.data))
@@ -107,13 +100,13 @@ def test_transparent_background_gives_rgba_png() -> None:
 
 def test_transparent_background_refuses_jpeg() -> None:
     with pytest.raises(InvalidOption, match="transparent"):
-        ReplaceOptions(background=parse_background("transparent"), format=OutputFormat.JPEG)
+        JobOptions(background="transparent", format=OutputFormat.JPEG)
 
 
 @pytest.mark.parametrize("quality", [0, 101])
 def test_quality_bounds(quality: int) -> None:
     with pytest.raises(InvalidOption, match="quality"):
-        ReplaceOptions(background=parse_background("blue"), quality=quality)
+        JobOptions(background="blue", quality=quality)
 
 
 def test_output_format_parse() -> None:
@@ -128,7 +121,7 @@ def test_every_format_keeps_size_and_dpi(fmt: OutputFormat) -> None:
     buffer = io.BytesIO()
     Image.fromarray(_photo()).save(buffer, "JPEG", dpi=(300, 300))
     decoded = _decode(buffer.getvalue())
-    options = ReplaceOptions(background=parse_background("blue"), format=fmt, outputs=ALL_OUTPUTS)
+    options = JobOptions(background="blue", format=fmt, outputs=ALL_OUTPUTS)
     for kind, item in render_outputs(decoded, _matte(), options).items.items():
         image = Image.open(io.BytesIO(item.data))
         assert image.size == (60, 90), kind
@@ -144,5 +137,5 @@ def test_exif_rotated_photo_keeps_its_displayed_size() -> None:
     photo.save(buffer, "JPEG", exif=exif)
     decoded = _decode(buffer.getvalue())
     assert (decoded.width, decoded.height) == (60, 90)
-    item = render_outputs(decoded, _matte(), ReplaceOptions(background=parse_background("white")))[OutputKind.COMPOSITE]
+    item = render_outputs(decoded, _matte(), JobOptions(background="white"))[OutputKind.COMPOSITE]
     assert Image.open(io.BytesIO(item.data)).size == (60, 90)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import click
-import redis
 
-from common.keys import KeyStore
+from common.api_keys import ApiKeyStore
+from common.keyspace import redis_from_settings
 from common.settings import get_settings
 
 
-def _store() -> KeyStore:
-    return KeyStore(redis.Redis.from_url(get_settings().redis_url, decode_responses=True))
+def _store() -> ApiKeyStore:
+    return ApiKeyStore(redis_from_settings(get_settings()))
 
 
 @click.group()

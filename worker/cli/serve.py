@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import redis
 
-from common.jobs import WORKER_KEY
+from common import keyspace
 from common.settings import get_settings
 from pretrained.fetch import missing_weights_message
 from worker.embedded import (
@@ -43,7 +43,7 @@ def _api_healthy(url: str) -> bool:
 def _worker_ready(redis_url: str) -> bool:
     client = redis.Redis.from_url(redis_url)
     try:
-        return any(True for _ in client.scan_iter(WORKER_KEY.format(name="*")))
+        return any(True for _ in client.scan_iter(keyspace.WORKER.format(name="*")))
     finally:
         client.close()
 

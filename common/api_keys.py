@@ -14,12 +14,11 @@ from datetime import datetime
 import redis
 from pydantic import BaseModel
 
+from common import keyspace
 from common.errors import Unauthorized
-from common.jobs import KEY_PREFIX, now
+from common.jobs import now
 from common.webhooks import new_webhook_secret
 
-API_KEY_RECORD = KEY_PREFIX + "apikey:{key_id}"
-API_KEY_INDEX = KEY_PREFIX + "apikeys"  # set of key ids
 TOKEN_PREFIX = "bd_"
 # The owner of jobs when authentication is disabled (the embedded single-user default).
 ANONYMOUS = "anonymous"
@@ -48,7 +47,9 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class KeyStore:
+class ApiKeyStore:
+    """The API keys in Redis: create, list, revoke, authenticate, and each key's webhook secret."""
+
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
@@ -64,23 +65,23 @@ class KeyStore:
             "secret_sha256": _digest(secret),
         }
         with self.redis.pipeline() as pipe:
-            pipe.hset(API_KEY_RECORD.format(key_id=key_id), mapping=record)
-            pipe.sadd(API_KEY_INDEX, key_id)
+            pipe.hset(keyspace.API_KEY.format(key_id=key_id), mapping=record)
+            pipe.sadd(keyspace.API_KEY_INDEX, key_id)
             pipe.execute()
         return NewKey(key=key, token=f"{TOKEN_PREFIX}{key_id}_{secret}")
 
     def get(self, key_id: str) -> ApiKey | None:
-        raw = self.redis.hgetall(API_KEY_RECORD.format(key_id=key_id))
+        raw = self.redis.hgetall(keyspace.API_KEY.format(key_id=key_id))
         if not raw:
             return None
         return ApiKey.model_validate({k: v for k, v in raw.items() if k != "secret_sha256" and v != ""})
 
     def list(self) -> list[ApiKey]:
-        keys = [self.get(key_id) for key_id in sorted(self.redis.smembers(API_KEY_INDEX))]
+        keys = [self.get(key_id) for key_id in sorted(self.redis.smembers(keyspace.API_KEY_INDEX))]
         return sorted((k for k in keys if k is not None), key=lambda k: k.created_at)
 
     def revoke(self, key_id: str) -> bool:
-        record = API_KEY_RECORD.format(key_id=key_id)
+        record = keyspace.API_KEY.format(key_id=key_id)
         if not self.redis.exists(record):
             return False
         self.redis.hsetnx(record, "revoked_at", now().isoformat())
@@ -88,7 +89,7 @@ class KeyStore:
 
     def webhook_secret(self, key_id: str) -> str:
         """The secret that signs ``key_id``'s webhooks; the anonymous user's is made on first use."""
-        record = API_KEY_RECORD.format(key_id=key_id)
+        record = keyspace.API_KEY.format(key_id=key_id)
         if key_id == ANONYMOUS:
             self.redis.hsetnx(record, "webhook_secret", new_webhook_secret())
             self.redis.hsetnx(record, "id", ANONYMOUS)
@@ -105,7 +106,7 @@ class KeyStore:
         if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
             raise refused
         key_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
-        stored = self.redis.hget(API_KEY_RECORD.format(key_id=key_id), "secret_sha256")
+        stored = self.redis.hget(keyspace.API_KEY.format(key_id=key_id), "secret_sha256")
         if not stored or not hmac.compare_digest(stored, _digest(secret)):
             raise refused
         key = self.get(key_id)

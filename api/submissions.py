@@ -1,0 +1,232 @@
+"""Turning validated requests into queued jobs: uploads, options, quota, idempotency and enqueueing.
+
+The route functions hand over their validated request models; everything between "the request is
+well-formed" and "the job is queued" happens here, for single jobs and batches alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel
+from werkzeug.datastructures import FileStorage
+
+from api.context import ApiContext
+from common import keyspace
+from common.batches import Batch
+from common.errors import (
+    IdempotencyConflict,
+    ImageTooLarge,
+    InvalidInput,
+    InvalidOption,
+    NotFound,
+    QueueUnavailable,
+    TooManyPending,
+)
+from common.imaging import ImageInfo, probe_image
+from common.jobs import InputInfo, Job, new_job_id
+from common.netsafe import check_url
+from common.options import JobOptions, Surface
+from common.queue import BATCH_QUEUE, INTERACTIVE_QUEUE, PROCESS_JOB, notify_batch_completed
+from common.storage import JOB_OBJECT_PREFIXES, background_key, input_key
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+_WAIT = re.compile(r"(?:^|[\s,;])wait=(\d+)")
+_IMAGE_BACKGROUND = "image"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A validated request to create one job."""
+
+    options: JobOptions
+    image: bytes | None = None
+    info: ImageInfo | None = None
+    image_url: str | None = None
+    background_image: bytes | None = None
+    source_key: str | None = None  # an object already in the bucket, instead of an upload or a URL
+    refused: InvalidInput | None = None  # a batch item that failed validation: recorded as a failed job
+
+
+def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> tuple[bytes, ImageInfo]:
+    """The bytes of an uploaded image and what its header says; refused when too large or not an image."""
+    if upload is None:
+        raise InvalidInput(f"missing the multipart file field {field!r}")
+    data = upload.read(api.settings.max_upload_bytes + 1)
+    if len(data) > api.settings.max_upload_bytes:
+        raise ImageTooLarge(f"{field} is larger than {api.settings.max_upload_bytes} bytes")
+    info = probe_image(data, max_pixels=api.settings.max_image_pixels, min_side=api.settings.min_image_side)
+    return data, info
+
+
+def options_of(form: BaseModel, surface: Surface, *, has_background_image: bool = False) -> JobOptions:
+    """The job options a validated request model carries (only the fields the client sent)."""
+    values: dict[str, Any] = form.model_dump(include=set(JobOptions.names(surface)), exclude_unset=True)
+    if has_background_image:
+        values.setdefault("background", _IMAGE_BACKGROUND)
+        if str(values["background"]).strip().lower() != _IMAGE_BACKGROUND:
+            raise InvalidOption("background_image is only used with background=image")
+    elif str(values.get("background", "")).strip().lower() == _IMAGE_BACKGROUND:
+        raise InvalidOption("background=image needs a background_image file")
+    return JobOptions.parse(values, surface)
+
+
+def job_request(form: Any, api: ApiContext) -> JobRequest:
+    """The request of ``POST /v1/jobs`` from its validated form: exactly one photo, valid options."""
+    image_url = form.image_url or None
+    if (form.image is None) == (image_url is None):
+        raise InvalidInput("send exactly one of: an 'image' file, or an 'image_url' field")
+    image, info = read_upload(form.image, "image", api) if form.image is not None else (None, None)
+    options = options_of(form, Surface.JOB, has_background_image=form.background_image is not None)
+    background = read_upload(form.background_image, "background_image", api)[0] if form.background_image else None
+    return JobRequest(options, image, info, check_url(image_url) if image_url else None, background_image=background)
+
+
+def batch_requests_from_uploads(form: Any, api: ApiContext) -> list[JobRequest]:
+    """One request per ``images`` file; a photo that is not an image (or too large or small) fails alone."""
+    options = options_of(form, Surface.BATCH)
+    found = []
+    for upload in form.images:
+        try:
+            data, info = read_upload(upload, "images", api)
+            found.append(JobRequest(options, data, info))
+        except InvalidInput as exc:
+            found.append(JobRequest(options, refused=exc))
+    return found
+
+
+def batch_requests_from_json(body: Any, api: ApiContext) -> list[JobRequest]:
+    """One request per URL or bucket key of a JSON batch; every URL and key is checked first."""
+    options = options_of(body.options, Surface.BATCH)
+    found = [JobRequest(options, image_url=check_url(url)) for url in body.image_urls]
+    for key in body.keys:
+        if key.startswith(JOB_OBJECT_PREFIXES) or not api.storage.exists(key):
+            raise InvalidInput(f"no object {key!r} in the bucket (or it is one of Backdrop's own)")
+        found.append(JobRequest(options, source_key=key))
+    return found
+
+
+def fingerprint(request: JobRequest) -> str:
+    """What makes two requests "the same body" for Idempotency-Key (multipart boundaries differ)."""
+    digest = hashlib.sha256()
+    for part in (
+        request.image or b"",
+        (request.image_url or "").encode(),
+        request.background_image or b"",
+        request.options.model_dump_json().encode(),
+    ):
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()
+
+
+def check_quota(api: ApiContext, owner: str, adding: int = 1) -> None:
+    pending = api.jobs.pending_count(owner)
+    if pending + adding > api.settings.max_pending_jobs:
+        raise TooManyPending(
+            f"{pending} jobs are already queued or processing for this key (limit {api.settings.max_pending_jobs})"
+        )
+
+
+def enqueue_job(
+    api: ApiContext, owner: str, request: JobRequest, *, batch_id: str | None = None, queue: str = INTERACTIVE_QUEUE
+) -> Job:
+    """Store the upload, write the record, then send the message (which carries only the job id)."""
+    job_id = new_job_id()
+    key = request.source_key or input_key(job_id)
+    if request.image is not None and request.refused is None:
+        api.storage.put(key, request.image, "application/octet-stream")
+    background = None
+    if request.background_image is not None:
+        background = background_key(job_id)
+        api.storage.put(background, request.background_image, "application/octet-stream")
+    info = request.info
+    input_info = (
+        InputInfo(bytes=len(request.image or b""), format=info.format, width=info.width, height=info.height)
+        if info is not None
+        else InputInfo(bytes=0, format="", width=0, height=0)
+    )
+    try:
+        job = api.jobs.create(
+            job_id,
+            key,
+            input_info,
+            request.options,
+            owner=owner,
+            batch_id=batch_id,
+            image_url=request.image_url,
+            background_image_key=background,
+        )
+        if request.refused is not None:
+            # One bad photo of a batch fails alone, with its code, instead of refusing the batch.
+            api.jobs.fail(job_id, request.refused.code, request.refused.message)
+            return api.jobs.get(job_id) or job
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
+    try:
+        api.celery.send_task(PROCESS_JOB, args=[job_id], queue=queue)
+    except (redis.RedisError, OperationalError) as exc:
+        # Not enqueued: do not leave a record that would sit "queued" until its TTL.
+        with suppress(redis.RedisError):
+            api.jobs.delete(job)
+        raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
+    return job
+
+
+def enqueue_batch(api: ApiContext, owner: str, requests: list[JobRequest]) -> Batch:
+    """A batch record and one job per request on the batch queue; one webhook for the whole batch."""
+    if not requests:
+        raise InvalidInput("a batch needs at least one image")
+    if len(requests) > api.settings.max_batch_jobs:
+        raise InvalidInput(f"a batch holds at most {api.settings.max_batch_jobs} images")
+    check_quota(api, owner, adding=len(requests))
+    batch = api.batches.create(owner, len(requests), requests[0].options.webhook_url)
+    for request in requests:
+        per_job = replace(request, options=request.options.model_copy(update={"webhook_url": None}))
+        job = enqueue_job(api, owner, per_job, batch_id=batch.id, queue=BATCH_QUEUE)
+        api.batches.add_job(batch, job.id)
+    notify_batch_completed(api.celery, api.batches, batch.id)  # when every photo was refused at once
+    return batch
+
+
+def replay(api: ApiContext, owner: str, key: str, body_hash: str) -> Job | None:
+    """The job an earlier request with this Idempotency-Key created, if any; a different body is refused."""
+    stored = api.redis.get(keyspace.IDEMPOTENCY.format(owner=owner, key=key))
+    if stored is None:
+        return None
+    original = json.loads(stored)
+    if original["fingerprint"] != body_hash:
+        raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
+    job = api.jobs.get(original["job_id"])
+    if job is None:
+        raise NotFound("the job created with this Idempotency-Key no longer exists")
+    return job
+
+
+def remember(api: ApiContext, owner: str, key: str, body_hash: str, job: Job) -> Job:
+    """Record the job an Idempotency-Key created; if a concurrent request won, its job is the answer."""
+    record = json.dumps({"job_id": job.id, "fingerprint": body_hash})
+    if api.redis.set(keyspace.IDEMPOTENCY.format(owner=owner, key=key), record, nx=True, ex=IDEMPOTENCY_TTL_SECONDS):
+        return job
+    return replay(api, owner, key, body_hash) or job
+
+
+def requested_wait(api: ApiContext, prefer: str) -> int | None:
+    """N of a ``Prefer: wait=N`` header, capped at the configured maximum."""
+    match = _WAIT.search(prefer)
+    return min(int(match.group(1)), api.settings.max_wait_seconds) if match else None
+
+
+def wait_for_terminal(api: ApiContext, job: Job, seconds: int) -> Job:
+    deadline = time.monotonic() + seconds
+    while not job.status.is_terminal and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = api.jobs.get(job.id) or job
+    return job

@@ -1,0 +1,38 @@
+"""Backdrop's Redis: every key template, and the one way to make a client.
+
+Records (jobs, batches, API keys), the pending-jobs sets, idempotency reservations, worker
+announcements and the rate limiter's counters all live under ``backdrop:``; Celery's queues use
+their own names in the same database.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from common.settings import Settings
+
+PREFIX = "backdrop:"
+
+JOB = PREFIX + "job:{job_id}"  # hash: one job record
+PENDING = PREFIX + "pending:{owner}"  # set: an owner's queued and processing jobs (the quota)
+IDEMPOTENCY = PREFIX + "idempotency:{owner}:{key}"  # string: the job an Idempotency-Key created
+BATCH = PREFIX + "batch:{batch_id}"  # hash: one batch record
+BATCH_JOBS = PREFIX + "batch:{batch_id}:jobs"  # list: the batch's job ids in submission order
+BATCH_COMPLETED = PREFIX + "batch:{batch_id}:completed"  # string: set once, by whoever sees the last job finish
+API_KEY = PREFIX + "apikey:{key_id}"  # hash: one API key (its secret only hashed)
+API_KEY_INDEX = PREFIX + "apikeys"  # set: every key id
+WORKER = PREFIX + "worker:{name}"  # hash: a worker that has its model loaded, and its counters
+RATE_LIMIT_PREFIX = PREFIX + "ratelimit"  # Flask-Limiter's own keys start with this
+
+# No Redis call of ours blocks for long, so a short timeout turns an outage into a prompt error.
+SOCKET_TIMEOUT_SECONDS = 5.0
+
+
+def redis_from_settings(settings: Settings) -> redis.Redis:
+    """A client of the configured Redis, decoding replies to str, with the same timeouts everywhere."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+    )

@@ -1,0 +1,94 @@
+"""Every surface accepts the options ``JobOptions`` defines for it, and nothing else: the multipart
+form of POST /v1/jobs, a batch (multipart and JSON), the command line and the OpenAPI document."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from common.options import JobOptions, Surface
+from tests.app.conftest import png
+
+# A value other than the default for every option: a new option must be added here to be tested.
+SAMPLES: dict[str, Any] = {
+    "background": "#102030",
+    "format": "png",
+    "quality": 55,
+    "outputs": ["cutout", "matte"],
+    "decontaminate": False,
+    "webhook_url": "https://example.invalid/hook",
+    "webhook_events": ["completed", "started"],
+}
+INPUT_FIELDS = {"image", "image_url", "background_image"}
+
+
+def _form_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+def test_samples_cover_every_option() -> None:
+    assert set(SAMPLES) == set(JobOptions.model_fields)
+    defaults = JobOptions()
+    assert all(getattr(defaults, name) != value for name, value in SAMPLES.items())
+
+
+def test_the_openapi_document_declares_each_surfaces_options(client: FlaskClient) -> None:
+    schemas = client.get("/openapi.json").json["components"]["schemas"]
+    assert set(schemas["JobForm"]["properties"]) - INPUT_FIELDS == JobOptions.names(Surface.JOB)
+    assert set(schemas["BatchForm"]["properties"]) - {"images"} == JobOptions.names(Surface.BATCH)
+    assert set(schemas["JobOptions"]["properties"]) == set(JobOptions.model_fields)  # the job's public options
+    for name in JobOptions.names(Surface.JOB):
+        declared = schemas["JobForm"]["properties"][name]
+        assert declared.get("description") == JobOptions.model_fields[name].description
+
+
+def test_the_job_form_accepts_every_job_option(app: Flask, client: FlaskClient, auth: dict) -> None:
+    fields = {name: _form_text(SAMPLES[name]) for name in JobOptions.names(Surface.JOB)}
+    response = client.post(
+        "/v1/jobs",
+        data={**fields, "image": (io.BytesIO(png()), "p.png")},
+        headers=auth,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    stored = app.extensions["backdrop"].jobs.get(response.json["id"]).options
+    assert stored.model_dump(mode="json") == {name: SAMPLES[name] for name in JobOptions.names(Surface.JOB)}
+    assert response.json["options"] == stored.model_dump(mode="json")
+
+
+def test_a_json_batch_accepts_every_batch_option_and_refuses_the_others(
+    app: Flask, client: FlaskClient, auth: dict
+) -> None:
+    options = {name: SAMPLES[name] for name in JobOptions.names(Surface.BATCH)}
+    body = {"image_urls": ["https://example.invalid/a.jpg"], "options": options}
+    response = client.post("/v1/batches", json=body, headers=auth)
+    assert response.status_code == 202, response.json
+    api = app.extensions["backdrop"]
+    job = api.jobs.get(response.json["jobs"][0]["id"])
+    per_job = {name: value for name, value in options.items() if name != "webhook_url"}
+    assert {name: job.options.model_dump(mode="json")[name] for name in per_job} == per_job
+    assert api.batches.get(response.json["id"]).webhook_url == SAMPLES["webhook_url"]
+    for name in set(JobOptions.model_fields) - JobOptions.names(Surface.BATCH):
+        refused = client.post("/v1/batches", json={**body, "options": {name: SAMPLES[name]}}, headers=auth)
+        assert (refused.status_code, refused.json["error"]["code"]) == (422, "invalid_option"), name
+
+
+def test_a_multipart_batch_accepts_every_batch_option(app: Flask, client: FlaskClient, auth: dict) -> None:
+    fields = {name: _form_text(SAMPLES[name]) for name in JobOptions.names(Surface.BATCH)}
+    response = client.post(
+        "/v1/batches",
+        data={**fields, "images": [(io.BytesIO(png()), "a.png"), (io.BytesIO(png(seed=2)), "b.png")]},
+        headers=auth,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    assert response.json["total"] == 2
+    job = app.extensions["backdrop"].jobs.get(response.json["jobs"][1]["id"])
+    assert job.options.quality == SAMPLES["quality"] and job.options.outputs == SAMPLES["outputs"]

@@ -1,0 +1,116 @@
+"""One job, from its stored upload to its stored results. Safe to run twice for the same job."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from common.backgrounds import BackgroundSpec
+from common.errors import BackdropError, InvalidInput
+from common.imaging import OUTPUT_MEDIA_TYPES
+from common.jobs import Job, JobStatus, ResultInfo, TransitionRefused
+from common.netsafe import FetchLimits, fetch_bytes
+from common.options import file_extension
+from common.pipeline import decode, finish, prepare
+from common.storage import result_key
+from worker.service import WorkerService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: JobStatus | None  # None: nothing done (unknown job, or already finished)
+    detail: str = ""
+
+
+def job_background(job: Job, service: WorkerService) -> BackgroundSpec:
+    """The background the job asked for, with its uploaded image for ``background=image``."""
+    image = None
+    if job.background_image_key:
+        image = decode(service.storage.get(job.background_image_key), service.settings).rgb
+    return job.options.background_spec(image)
+
+
+def read_input(job: Job, service: WorkerService) -> bytes:
+    """The photo: uploaded to storage, or fetched from its URL with SSRF protection."""
+    if job.image_url is None:
+        return service.storage.get(job.input_key)
+    settings = service.settings
+    limits = FetchLimits(
+        max_bytes=min(settings.fetch_max_bytes, settings.max_upload_bytes),
+        timeout=settings.fetch_timeout_seconds,
+        max_redirects=settings.fetch_max_redirects,
+    )
+    return fetch_bytes(job.image_url, limits=limits, allow_private=settings.fetch_allow_private)
+
+
+def process_job(service: WorkerService, job_id: str) -> Outcome:
+    """Run one job. Bad input fails the job with its code; retryable errors propagate (to be retried)."""
+    job = service.jobs.get(job_id)
+    if job is None:
+        log.warning("job %s has no record (expired or deleted); dropping it", job_id)
+        return Outcome(None, "no record")
+    if job.status.is_terminal:
+        # A redelivered message of a job that finished before its worker died.
+        return Outcome(None, f"already {job.status.value}")
+    try:
+        if not service.jobs.start(job_id):
+            return Outcome(None, "no record")
+    except TransitionRefused as exc:
+        return Outcome(None, str(exc))
+    if job.attempts == 0:
+        service.events.job_started(job_id)
+
+    try:
+        background = job_background(job, service)
+        prepared = prepare(read_input(job, service), service.settings)
+        forward = service.batcher.submit(prepared.network_input).result()
+        outputs = finish(prepared, forward.output, job.options, background).outputs
+    except InvalidInput as exc:
+        if exc.retryable:
+            raise
+        with contextlib.suppress(TransitionRefused):
+            if service.jobs.fail(job_id, exc.code, exc.message):
+                service.events.job_finished(job_id)
+        return Outcome(JobStatus.FAILED, exc.code)
+
+    results: dict[str, ResultInfo] = {}
+    for kind, item in outputs.items.items():
+        name = kind.value
+        key = result_key(job_id, f"{name}.{file_extension(item.format)}")
+        media_type = OUTPUT_MEDIA_TYPES[item.format.value]
+        service.storage.put(key, item.data, media_type)  # deterministic key: a rerun overwrites
+        results[name] = ResultInfo(
+            key=key,
+            format=item.format.value,
+            media_type=media_type,
+            bytes=len(item.data),
+            width=item.width,
+            height=item.height,
+        )
+    try:
+        recorded = service.jobs.succeed(job_id, results, pass_id=forward.batch_id, pass_size=forward.batch_size)
+    except TransitionRefused as exc:
+        recorded = False
+        if exc.current is not JobStatus.CANCELED:
+            return Outcome(None, str(exc))
+    if not recorded:
+        # Canceled or deleted while it ran: its results must not outlive it.
+        for result in results.values():
+            service.storage.delete(result.key)
+        return Outcome(JobStatus.CANCELED, "results discarded")
+    service.events.job_finished(job_id)
+    return Outcome(JobStatus.SUCCEEDED)
+
+
+def fail_job(service: WorkerService, job_id: str, error: BaseException) -> None:
+    """Give up on a job: record why, whatever the error was."""
+    if isinstance(error, BackdropError):
+        code, message = error.code, error.message
+    else:
+        code, message = "internal_error", f"{type(error).__name__}: {error}"
+    with contextlib.suppress(TransitionRefused):
+        if service.jobs.fail(job_id, code, message):
+            service.events.job_finished(job_id)
