@@ -8,6 +8,8 @@ from flask import Response, current_app, g
 from flask_limiter import HeaderNames, Limiter
 from flask_limiter.util import get_remote_address
 
+from common.keyspace import RATE_LIMIT_PREFIX
+
 
 def _rate_key() -> str:
     owner = g.get("owner")
@@ -35,7 +37,7 @@ limiter = Limiter(
         HeaderNames.RETRY_AFTER: "Retry-After",
     },
     strategy="moving-window",
-    key_prefix="backdrop:ratelimit",
+    key_prefix=RATE_LIMIT_PREFIX,
 )
 
 
