@@ -40,7 +40,9 @@ COPY api/ /api/
 COPY pretrained/ /pretrained/
 
 # --- the checkpoint, fetched once for both targets (this stage is not shipped) ------------------
-# It copies only what the fetch needs, so that editing the worker or the API does not download again.
+# It copies only what the fetch needs, so that editing the worker or the API does not download again;
+# without worker/ there is no `backdrop` here, and `python -m pretrained.fetch` is the same command
+# as `backdrop weights fetch`, with the same flags.
 FROM base AS weights
 ARG FETCH_WEIGHTS=1
 COPY pyproject.toml README.md /src/

@@ -5,12 +5,13 @@ list of mirrors in order and only accepts bytes with the exact published size an
 goes to a temporary file beside the destination and is renamed into place only once verified, so the
 destination never holds a partial or wrong file.
 
-Run ``python -m pretrained.fetch`` (or ``backdrop weights fetch``) to place it where the settings expect.
+``backdrop weights fetch`` (or ``python -m pretrained.fetch``, the same command, for images that have
+this package without the worker) places it where the settings expect; ``backdrop weights verify`` checks
+it. The commands live here, beside what they run, so that ``pretrained`` needs nothing of ``worker``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import http.client
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import click
 from tqdm import tqdm
 
 from common.errors import WeightsDownloadError
@@ -244,39 +246,71 @@ def fetch_weights(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pretrained.fetch``: download the checkpoint to the configured (or given) path."""
-    parser = argparse.ArgumentParser(
-        prog=MODULE_COMMAND, description="Download and verify the MODNet portrait-matting checkpoint."
-    )
-    parser.add_argument(
-        "--dest", type=Path, default=None, help="where to save it (default: BACKDROP_MODEL_PATH setting)"
-    )
-    parser.add_argument("--force", action="store_true", help="download again even if a valid file is there")
-    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    args = parser.parse_args(argv)
+def _destination(dest: Path | None) -> Path:
+    if dest is not None:
+        return dest
+    from common.settings import get_settings
 
-    dest: Path = args.dest
-    if dest is None:
-        from common.settings import get_settings
+    return get_settings().model_path
 
-        dest = get_settings().model_path
 
+dest_option = click.option(
+    "--dest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The checkpoint file (default: the BACKDROP_MODEL_PATH setting).",
+)
+
+
+@click.group(name="weights")
+def weights() -> None:
+    """Download or check the model weights (BACKDROP_MODEL_PATH)."""
+
+
+@weights.command(name="fetch", context_settings={"help_option_names": ["-h", "--help"]})
+@dest_option
+@click.option("--force", is_flag=True, help="Download again even if a valid file is there.")
+@click.option("--no-progress", is_flag=True, help="Do not show a progress bar.")
+def fetch_command(dest: Path | None, force: bool, no_progress: bool) -> None:
+    """Download the official checkpoint from its mirrors and verify its size and sha256."""
     # Module globals are read here (not bound as defaults) so the values in use are the current ones.
     try:
         path = fetch_weights(
-            dest,
+            _destination(dest),
             mirrors=MIRRORS,
             expected_size=EXPECTED_SIZE,
             expected_sha256=EXPECTED_SHA256,
-            progress=not args.no_progress,
-            force=args.force,
+            progress=not no_progress,
+            force=force,
         )
     except WeightsDownloadError as exc:
-        print(exc.message, file=sys.stderr)
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"MODNet weights ready: {path} ({EXPECTED_SIZE} bytes, sha256 {EXPECTED_SHA256})")
+
+
+@weights.command(name="verify")
+@dest_option
+@click.option("--path", "former_path", type=click.Path(path_type=Path), hidden=True, help="Former name of --dest.")
+def verify_command(dest: Path | None, former_path: Path | None) -> None:
+    """Check that the file is the official checkpoint (size and sha256)."""
+    target = _destination(dest or former_path)
+    if not is_valid_weights(target, expected_size=EXPECTED_SIZE, expected_sha256=EXPECTED_SHA256):
+        raise click.ClickException(
+            f"{target} is missing or is not the official checkpoint ({EXPECTED_SIZE} bytes, sha256 {EXPECTED_SHA256})"
+        )
+    click.echo(f"{target}: OK")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pretrained.fetch``: the same command as ``backdrop weights fetch``; its exit status."""
+    try:
+        status = fetch_command.main(args=argv, prog_name=MODULE_COMMAND, standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
         return 1
-    print(f"MODNet weights ready: {path} ({EXPECTED_SIZE} bytes, sha256 {EXPECTED_SHA256})")
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

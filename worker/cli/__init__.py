@@ -11,8 +11,11 @@ from worker.cli.replace import replace
 from worker.cli.serve import serve
 from worker.cli.weights import weights
 
+DISTRIBUTION = "backdrop"
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=DISTRIBUTION, prog_name=DISTRIBUTION, message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
 def main(verbose: bool) -> None:
     """Backdrop: replace the background of portrait and ID photos."""

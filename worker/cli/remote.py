@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import urllib.error
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
@@ -12,37 +14,32 @@ from tqdm import tqdm
 from common.client import ApiError, BackdropClient
 from common.errors import BackdropError, InvalidOption
 from common.imaging import probe_image
-from common.pipeline import ReplaceOptions
-from worker.cli.replace import Job, collect_jobs, output_path, report
+from common.options import JobOptions, outputs_text
+from worker.cli.photo_files import PhotoFile, collect, report, write_output
 
 BATCH_TIMEOUT_SECONDS = 24 * 3600.0
 # Only the file type is checked here; the server applies its own size limits.
 PROBE_MAX_PIXELS = 10**12
-Options = dict[str, str | int | bool | None]
+FormFields = dict[str, str | int | bool]
 
 
-def _server_options(
-    background: str, fmt: str | None, quality: int, cutout: bool, matte: bool, decontaminate: bool | None
-) -> Options:
-    """Form options for the batch, checked here first so that a typo is a usage error."""
-    if Path(background).is_file():
+def server_fields(values: Mapping[str, Any]) -> FormFields:
+    """The batch's form fields from the options given on the command line, checked here first with
+    ``JobOptions`` so that a typo is a usage error. Options left unset are not sent: the server decides."""
+    background = values.get("background")
+    if background is not None and Path(background).is_file():
         raise click.BadParameter(
             "a background image file cannot be sent with --server (batches take no background_image); "
             "use a colour, transparent or blur",
             param_hint="'--background'",
         )
-    outputs = ["composite"] + ["cutout"] * cutout + ["matte"] * matte
     try:
-        ReplaceOptions.from_values(background=background, format=fmt, quality=quality, outputs=outputs)
+        options = JobOptions(**values)
+        options.background_spec()
     except InvalidOption as exc:
-        raise click.BadParameter(exc.message, param_hint="'--background' / '--format'") from exc
-    return {
-        "background": background,
-        "format": fmt,
-        "quality": quality,
-        "outputs": ",".join(outputs),
-        "decontaminate": decontaminate,
-    }
+        raise click.BadParameter(exc.message) from exc
+    sent = options.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    return {name: outputs_text(value) if isinstance(value, list) else value for name, value in sent.items()}
 
 
 def _describe(exc: ApiError | OSError) -> str:
@@ -59,32 +56,22 @@ def _finished(batch: dict) -> int:
 
 
 def replace_remote(
-    inputs: tuple[Path, ...],
-    *,
-    server: str,
-    api_key: str | None,
-    background: str,
-    fmt: str | None,
-    quality: int,
-    output: Path,
-    cutout: bool,
-    matte: bool,
-    decontaminate: bool | None,
+    inputs: tuple[Path, ...], *, server: str, api_key: str | None, values: Mapping[str, Any], output: Path
 ) -> None:
     """Send every photo as one batch, follow its progress, then download the results into ``output``."""
-    options = _server_options(background, fmt, quality, cutout, matte, decontaminate)
-    jobs = list(collect_jobs(inputs))
-    if not jobs:
+    fields = server_fields(values)
+    photos = list(collect(inputs))
+    if not photos:
         raise click.UsageError("no image files found in the given inputs")
 
     # A file the server would refuse outright (unreadable, not an image) would refuse the whole batch:
     # it is named here and left out.
     failures: dict[int, str] = {}
-    sent: list[int] = []  # indexes into jobs, in the batch's submission order
+    sent: list[int] = []  # indexes into photos, in the batch's submission order
     images: list[bytes] = []
-    for index, job in enumerate(jobs):
+    for index, photo in enumerate(photos):
         try:
-            data = job.source.read_bytes()
+            data = photo.source.read_bytes()
             probe_image(data, max_pixels=PROBE_MAX_PIXELS, min_side=1)
         except OSError as exc:
             failures[index] = _describe(exc)
@@ -99,7 +86,7 @@ def replace_remote(
     if sent:
         client = BackdropClient(server, api_key)
         try:
-            written = _run_batch(client, jobs, sent, images, options, output, failures)
+            written = _run_batch(client, photos, sent, images, fields, output, failures)
         except ApiError as exc:
             raise click.ClickException(f"the server answered {exc.status} {exc.code}: {exc.message}") from exc
         except urllib.error.URLError as exc:
@@ -107,20 +94,20 @@ def replace_remote(
         except TimeoutError as exc:
             raise click.ClickException(str(exc)) from exc
 
-    report(written, len(jobs), output, [(jobs[index].source, failures[index]) for index in sorted(failures)])
+    report(written, len(photos), output, [(photos[index].source, failures[index]) for index in sorted(failures)])
 
 
 def _run_batch(
     client: BackdropClient,
-    jobs: list[Job],
+    photos: list[PhotoFile],
     sent: list[int],
     images: list[bytes],
-    options: Options,
+    fields: FormFields,
     output: Path,
     failures: dict[int, str],
 ) -> int:
     """Submit, wait with a progress bar, download; returns how many photos were written."""
-    batch = client.submit_batch(images, filenames=[jobs[index].source.name for index in sent], **options)
+    batch = client.submit_batch(images, filenames=[photos[index].source.name for index in sent], **fields)
     batch_id = batch["id"]
     with tqdm(total=len(sent), desc="replacing", unit="photo", disable=None) as bar:
 
@@ -139,7 +126,7 @@ def _run_batch(
         raise click.ClickException(f"batch {batch_id} has {len(remote_jobs)} jobs, {len(sent)} photos were sent")
     written = 0
     for index, remote in zip(sent, remote_jobs, strict=True):
-        job = jobs[index]
+        photo = photos[index]
         status = remote.get("status")
         if status != "succeeded":
             error = remote.get("error") or {"code": status or "unknown", "message": f"the job is {status}"}
@@ -147,10 +134,8 @@ def _run_batch(
             continue
         try:
             for kind, result in (remote.get("results") or {}).items():
-                target = output_path(output, job, kind, str(result.get("format", "jpeg")))
                 data = client.download(result["url"])
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+                write_output(output, photo, kind, str(result.get("format", "jpeg")), data)
         except (ApiError, urllib.error.URLError) as exc:
             failures[index] = f"{_describe(exc)} (downloading its {kind})"
             continue
