@@ -488,6 +488,17 @@ def _save(im: Image.Image, fmt: str, dpi: tuple[float, float] | None, **options:
     return buf.getvalue()
 
 
+def _save_jpeg(im: Image.Image, dpi: tuple[float, float] | None, **options: object) -> bytes:
+    """JPEG bytes of ``im``. With optimized Huffman tables Pillow must hold the whole output in one
+    block of one byte per pixel (two from quality 95), which a detailed photo at high quality
+    overflows ("broken data stream"); such an image is encoded again with standard tables, which
+    libjpeg streams without that limit (a few percent larger)."""
+    try:
+        return _save(im, "JPEG", dpi, **options)
+    except OSError:
+        return _save(im, "JPEG", dpi, **{**options, "optimize": False})
+
+
 def encode_image(rgb: np.ndarray, fmt: str, *, quality: int = 92, dpi: tuple[float, float] | None = None) -> bytes:
     """Encode an (H, W, 3) uint8 sRGB array as JPEG, PNG or WebP.
 
@@ -503,7 +514,7 @@ def encode_image(rgb: np.ndarray, fmt: str, *, quality: int = 92, dpi: tuple[flo
         raise ValueError(f"rgb must be uint8, got {array.dtype}")
     im = Image.fromarray(array)
     if name == "jpeg":
-        return _save(im, "JPEG", resolution, quality=q, subsampling=0 if q >= 90 else 2, optimize=True)
+        return _save_jpeg(im, resolution, quality=q, subsampling=0 if q >= 90 else 2, optimize=True)
     if name == "webp":
         return _save(im, "WEBP", None, quality=q, method=4)
     return _save(im, "PNG", resolution, compress_level=_PNG_COMPRESS_LEVEL)
