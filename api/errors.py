@@ -49,7 +49,11 @@ def register_error_handlers(app: Flask) -> None:
         message = exc.description or exc.name
         if status == 413:
             message = "the request body is larger than the upload limit"
-        return error_response(status, HTTP_CODES.get(status, "http_error"), message)
+        response = error_response(status, HTTP_CODES.get(status, "http_error"), message)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":  # e.g. Allow on a 405
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(redis.RedisError)
     def _redis_down(exc: redis.RedisError) -> Response:

@@ -36,7 +36,7 @@ from common.jobs import InputInfo, Job, new_job_id
 from common.netsafe import check_url
 from common.options import JobOptions, Surface
 from common.queue import BATCH_QUEUE, INTERACTIVE_QUEUE, PROCESS_JOB, notify_batch_completed
-from common.storage import JOB_OBJECT_PREFIXES, background_key, input_key
+from common.storage import JOB_OBJECT_PREFIXES, background_key, input_key, validate_key
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 _WAIT = re.compile(r"(?:^|[\s,;])wait=(\d+)")
@@ -108,6 +108,10 @@ def batch_requests_from_json(body: Any, api: ApiContext) -> list[JobRequest]:
     options = options_of(body.options, Surface.BATCH)
     found = [JobRequest(options, image_url=check_url(url)) for url in body.image_urls]
     for key in body.keys:
+        try:
+            validate_key(key)
+        except ValueError as exc:
+            raise InvalidInput(f"{key!r} is not an object key: {exc}") from None
         if key.startswith(JOB_OBJECT_PREFIXES) or not api.storage.exists(key):
             raise InvalidInput(f"no object {key!r} in the bucket (or it is one of Backdrop's own)")
         found.append(JobRequest(options, source_key=key))

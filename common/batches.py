@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timedelta
 
@@ -9,7 +10,10 @@ import redis
 from pydantic import BaseModel
 
 from common import keyspace
+from common.errors import RecordDamaged
 from common.jobs import Job, JobStatus, JobStore, now
+
+log = logging.getLogger(__name__)
 
 
 class Batch(BaseModel):
@@ -81,8 +85,15 @@ class BatchStore:
         return list(self.redis.lrange(keyspace.BATCH_JOBS.format(batch_id=batch_id), start, stop))
 
     def jobs_of(self, batch_id: str, start: int = 0, stop: int = -1) -> list[Job | None]:
-        """The batch's jobs in submission order (None where a record expired or was deleted)."""
-        return [self.jobs.get(job_id) for job_id in self.job_ids(batch_id, start, stop)]
+        """The batch's jobs in submission order (None where a record expired, was deleted or is damaged)."""
+        return [self._readable(job_id) for job_id in self.job_ids(batch_id, start, stop)]
+
+    def _readable(self, job_id: str) -> Job | None:
+        try:
+            return self.jobs.get(job_id)
+        except RecordDamaged:
+            log.error("batch member %s has a damaged record; left out", job_id)
+            return None
 
     def counts(self, batch_id: str) -> BatchCounts:
         counts = {status.value: 0 for status in JobStatus}

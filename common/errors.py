@@ -161,6 +161,17 @@ class NotFound(BackdropError):
     http_status = 404
 
 
+class RecordDamaged(BackdropError):
+    """A job record that can no longer be read (e.g. a field that is not valid JSON): it can only be deleted."""
+
+    code = "record_damaged"
+    http_status = 410
+
+    def __init__(self, message: str, *, owner: str | None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
 class ObjectNotFound(NotFound):
     """A stored object (an upload or a result) does not exist, or no longer does: a kind of NotFound."""
 

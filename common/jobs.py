@@ -10,9 +10,10 @@ from enum import StrEnum
 from typing import Any
 
 import redis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from common import keyspace
+from common.errors import BackdropError, RecordDamaged
 from common.options import JobOptions
 
 
@@ -90,6 +91,12 @@ class Job(BaseModel):
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+def is_record_id(value: str) -> bool:
+    """Whether ``value`` has the form of the ids Backdrop makes (32 lower-case hex digits), so that no
+    id given by a client can name another Redis key (``<id>:jobs``) or a path."""
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
 def now() -> datetime:
@@ -219,8 +226,21 @@ class JobStore:
         return len(members) - len(gone)
 
     def get(self, job_id: str) -> Job | None:
+        """The record, None when absent; ``RecordDamaged`` when it cannot be read."""
         raw = self.redis.hgetall(self.key(job_id))
-        return _decode(raw) if raw else None
+        if not raw:
+            return None
+        try:
+            return _decode(raw)
+        except (ValueError, ValidationError, BackdropError) as exc:
+            raise RecordDamaged(f"the record of job {job_id} is damaged: delete it", owner=raw.get("owner")) from exc
+
+    def delete_damaged(self, job_id: str, owner: str) -> None:
+        """Remove a record that can no longer be read (its owner's pending entry with it)."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self.key(job_id))
+            pipe.srem(keyspace.PENDING.format(owner=owner), job_id)
+            pipe.execute()
 
     def delete(self, job: Job) -> None:
         with self.redis.pipeline() as pipe:

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from common.backgrounds import BackgroundSpec
-from common.errors import BackdropError, InvalidInput
+from common.errors import BackdropError, InvalidInput, RecordDamaged
 from common.imaging import OUTPUT_MEDIA_TYPES
 from common.jobs import Job, JobStatus, ResultInfo, TransitionRefused
 from common.netsafe import FetchLimits, fetch_bytes
@@ -48,7 +48,11 @@ def read_input(job: Job, service: WorkerService) -> bytes:
 
 def process_job(service: WorkerService, job_id: str) -> Outcome:
     """Run one job. Bad input fails the job with its code; retryable errors propagate (to be retried)."""
-    job = service.jobs.get(job_id)
+    try:
+        job = service.jobs.get(job_id)
+    except RecordDamaged as exc:
+        log.error("job %s: %s; dropping its message", job_id, exc.message)
+        return Outcome(None, "damaged record")
     if job is None:
         log.warning("job %s has no record (expired or deleted); dropping it", job_id)
         return Outcome(None, "no record")

@@ -16,7 +16,7 @@ from api.context import ApiContext, ctx
 from api.schemas import ERRORS, BatchForm, BatchJson, BatchModel
 from common.batches import Batch
 from common.errors import InvalidOption, NotFound
-from common.jobs import JobStatus, TransitionRefused
+from common.jobs import JobStatus, TransitionRefused, is_record_id
 from common.options import describe_validation_error, file_extension
 from common.queue import notify_batch_completed
 
@@ -33,13 +33,14 @@ class BatchPath(BaseModel):
 
 
 class BatchQuery(BaseModel):
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=2**63 - 1)
     page_size: int = Field(default=100, ge=1, le=MAX_PAGE_SIZE)
 
 
 def view(api: ApiContext, batch: Batch, page: int, page_size: int) -> Response:
     start = (page - 1) * page_size
-    jobs = [job for job in api.batches.jobs_of(batch.id, start, start + page_size - 1) if job is not None]
+    members = api.batches.jobs_of(batch.id, start, start + page_size - 1) if start < batch.total else []
+    jobs = [job for job in members if job is not None]
     model = BatchModel.of(
         batch, api.batches.counts(batch.id), jobs, api.storage, api.settings, page=page, page_size=page_size
     )
@@ -47,7 +48,7 @@ def view(api: ApiContext, batch: Batch, page: int, page_size: int) -> Response:
 
 
 def owned_batch(api: ApiContext, batch_id: str) -> Batch:
-    batch = api.batches.get(batch_id)
+    batch = api.batches.get(batch_id) if is_record_id(batch_id) else None
     if batch is None or batch.owner != current_owner():
         raise NotFound(f"no batch {batch_id!r} (unknown, or expired)")
     return batch

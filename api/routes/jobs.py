@@ -11,8 +11,8 @@ from api import submissions
 from api.auth import current_owner
 from api.context import ApiContext, ctx
 from api.schemas import ERRORS, JobForm, JobHeaders, JobModel, JobPath
-from common.errors import NotFound
-from common.jobs import Job, JobStatus, TransitionRefused
+from common.errors import NotFound, RecordDamaged
+from common.jobs import Job, JobStatus, TransitionRefused, is_record_id
 from common.queue import notify, notify_batch_completed
 from common.storage import job_prefix
 
@@ -25,10 +25,19 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
 def owned_job(api: ApiContext, job_id: str) -> Job:
-    """The caller's job; another key's job is reported as absent (404), never as forbidden."""
-    job = api.jobs.get(job_id)
+    """The caller's job; another key's job is reported as absent (404), never as forbidden. The
+    caller's damaged record is ``RecordDamaged`` (410), which only DELETE gets past."""
+    absent = NotFound(f"no job {job_id!r} (unknown, deleted, or expired after {api.settings.job_ttl_seconds} s)")
+    if not is_record_id(job_id):
+        raise absent
+    try:
+        job = api.jobs.get(job_id)
+    except RecordDamaged as exc:
+        if exc.owner != current_owner():
+            raise absent from None
+        raise
     if job is None or job.owner != current_owner():
-        raise NotFound(f"no job {job_id!r} (unknown, deleted, or expired after {api.settings.job_ttl_seconds} s)")
+        raise absent
     return job
 
 
@@ -96,11 +105,17 @@ def delete_job(path: JobPath) -> tuple[str, int]:
     """Delete a job: cancel it if pending, then remove its upload, results and record."""
     api = ctx()
     job_id = path.job_id
-    job = owned_job(api, job_id)
-    if not job.status.is_terminal:
+    try:
+        job = owned_job(api, job_id)
+    except RecordDamaged:
+        job = None
+    if job is not None and not job.status.is_terminal:
         with suppress(TransitionRefused):
             api.jobs.cancel(job_id)
     for prefix in job_prefix(job_id):
         api.storage.delete_prefix(prefix)
-    api.jobs.delete(job)
+    if job is None:
+        api.jobs.delete_damaged(job_id, current_owner())
+    else:
+        api.jobs.delete(job)
     return "", 204
