@@ -70,11 +70,14 @@ ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # --- the two targets: the same steps on either torch --------------------------------------------
 # `.[worker]` is installed after torch and keeps it: that torch already satisfies the `torch>=2.2`
 # range, so pip neither downloads another nor swaps the CUDA build for PyPI's. The check after it
-# fails the build if the torch in place is not the intended build after all.
+# fails the build if the torch in place is not the intended build after all. mtcnn-runtime pulls in
+# the GUI build of OpenCV (which needs libGL); it is swapped for the headless build it shares cv2 with.
 
 FROM torch-cpu AS cpu
 COPY --from=src / ./
 RUN pip install ".[worker]" && rm -rf build ./*.egg-info \
+    && pip uninstall -y opencv-python \
+    && pip install --force-reinstall --no-deps "opencv-python-headless==$(python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')" \
     && python -c "import torch; assert torch.version.cuda is None, torch.version.cuda"
 COPY --from=weights --chown=10001:10001 /models/ /models/
 USER 10001:10001
@@ -82,6 +85,8 @@ USER 10001:10001
 FROM torch-gpu AS gpu
 COPY --from=src / ./
 RUN pip install ".[worker]" && rm -rf build ./*.egg-info \
+    && pip uninstall -y opencv-python \
+    && pip install --force-reinstall --no-deps "opencv-python-headless==$(python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')" \
     && python -c "import torch; assert torch.version.cuda, 'not a CUDA build of torch'"
 COPY --from=weights --chown=10001:10001 /models/ /models/
 USER 10001:10001
