@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.id_errors import MultipleFaces, NoFace
+from common.errors import MultipleFaces, NoFace
 
 # A second face counts as "comparable" when its box is at least this share of the largest one's height:
 # people far behind the subject are ignored, a second person beside the subject is not.

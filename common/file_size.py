@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.errors import InvalidOption
-from common.id_errors import FileSizeUnreachable
+from common.errors import FileSizeUnreachable, InvalidOption
 from common.imaging import encode_image
 
 MIN_QUALITY = 30  # below this JPEG artefacts spoil a face

@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from common.compositing import to_float
+from common.errors import FaceCutOff, MatteMismatch, ResolutionTooLow
 from common.faces import Face, Point
-from common.id_errors import FaceCutOff, MatteMismatch, ResolutionTooLow
 from common.id_specs import Bounds, IdSpec, Measure
 
 TILT_THRESHOLD_DEGREES = 1.0  # level the eye line when it is tilted by more than this

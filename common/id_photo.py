@@ -16,7 +16,7 @@ import numpy as np
 
 from common.backgrounds import BackgroundKind, BackgroundSpec, parse_background, render_background
 from common.compositing import composite, estimate_foreground
-from common.errors import InvalidOption
+from common.errors import FileSizeUnreachable, InvalidOption, NoAlphaChannel
 from common.faces import Face, select_face
 from common.file_size import DEFAULT_QUALITY, MIN_QUALITY, encode_jpeg_within, max_bytes, min_bytes
 from common.framing import (
@@ -31,7 +31,6 @@ from common.framing import (
     plan_frame,
     render_frame,
 )
-from common.id_errors import FileSizeUnreachable, NoAlphaChannel
 from common.id_report import (
     CENTRE_TOLERANCE,
     MIN_BACKGROUND_UNIFORMITY,

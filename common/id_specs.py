@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.backgrounds import PRESETS
-from common.id_errors import InvalidSpec, UnknownSpec
+from common.errors import InvalidSpec, UnknownSpec
 
 MM_PER_INCH = 25.4
 DEFAULT_DPI = 300.0

@@ -15,7 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from common.id_errors import SheetDoesNotFit, UnknownSheet
+from common.errors import SheetDoesNotFit, UnknownSheet
 from common.imaging import encode_image
 
 SHEET_DPI = 300.0

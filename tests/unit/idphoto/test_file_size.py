@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import FileSizeUnreachable
 from common.file_size import encode_jpeg_within, max_bytes, min_bytes
-from common.id_errors import FileSizeUnreachable
 from common.imaging import encode_image
 
 

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from common.errors import FaceCutOff, MatteMismatch, MultipleFaces, NoAlphaChannel, NoFace, ResolutionTooLow
 from common.faces import Face, Point, select_face
 from common.framing import analyse_head, find_crown, measure_frame, plan_frame, render_frame
-from common.id_errors import FaceCutOff, MatteMismatch, MultipleFaces, NoAlphaChannel, NoFace, ResolutionTooLow
 from common.id_photo import make_id_photo, make_id_photos, matte_from_alpha
 from common.id_specs import Measure, custom_spec, get_spec, list_specs
 from common.imaging import DecodedImage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.id_errors import InvalidSpec, UnknownSpec
+from common.errors import InvalidSpec, UnknownSpec
 from common.id_specs import (
     Measure,
     catalogue,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.id_errors import SheetDoesNotFit, UnknownSheet
+from common.errors import SheetDoesNotFit, UnknownSheet
 from common.id_specs import get_spec, list_specs
 from common.print_sheets import (
     GUIDE_COLOUR,
