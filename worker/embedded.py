@@ -67,6 +67,7 @@ class ManagedProcess:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self._log_start = self._log.seek(0, os.SEEK_END)  # the log is appended to: this run's part starts here
         self.process = subprocess.Popen(
             list(argv), env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
         )
@@ -90,8 +91,14 @@ class ManagedProcess:
         return self.process.returncode
 
     def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_of_this_run().splitlines()[-lines:])
+
+    def log_of_this_run(self) -> str:
+        """What this process has written to its log so far (not earlier runs' lines)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return log.read().decode(errors="replace")
         except OSError:
             return ""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from collections.abc import Sequence
@@ -77,9 +78,16 @@ class WorkerService:
         return mattes
 
     def announce(self) -> None:
-        """Record that this worker has its model loaded (read by readiness checks and tests)."""
+        """Record that this worker has its model loaded, which checkpoint on which device, and its process
+        (read by readiness checks, ``backdrop serve`` and tests)."""
         key = keyspace.WORKER.format(name=self.name)
-        self.redis.hset(key, mapping={"device": str(self.runner.device), "precision": self.runner.precision.value})
+        loaded = {
+            "device": str(self.runner.device),
+            "precision": self.runner.precision.value,
+            "model_path": str(self.settings.model_path),
+            "pid": os.getpid(),
+        }
+        self.redis.hset(key, mapping=loaded)
         self.redis.hsetnx(key, "forward_passes", 0)
         self.redis.expire(key, self.settings.job_ttl_seconds)
 

@@ -6,8 +6,11 @@ append-only file under the data dir), one worker, the API; local storage under t
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import signal
+import socket
 import sys
 import time
 import urllib.request
@@ -30,22 +33,82 @@ from worker.embedded import (
 )
 
 WORKER_START_TIMEOUT = 180
+API_START_TIMEOUT = 60
+# What gunicorn logs once it holds the port itself, and what our /healthz answers.
+GUNICORN_LISTENING = "Listening at: "
+HEALTHZ_BODY = {"status": "ok"}
+PORTS_TRIED_FOR_A_HINT = 20
 
 
-def _api_healthy(url: str) -> bool:
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Whether ``host:port`` can be listened on now: None, or the error binding it gives."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return OSError(errno.EADDRNOTAVAIL, exc.strerror)
+    with socket.socket(family, kind, proto) as sock:
+        # As gunicorn does: a port left in TIME_WAIT by an earlier run is free, one with a listener is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return exc
+    return None
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse to start (before anything runs) when the API could not listen on ``host:port``."""
+    error = _bind_error(host, port)
+    if error is None:
+        return
+    if error.errno == errno.EADDRINUSE:
+        free = next(
+            (p for p in range(port + 1, min(port + 1 + PORTS_TRIED_FOR_A_HINT, 65536)) if _bind_error(host, p) is None),
+            None,
+        )
+        hint = f"backdrop serve --port {free}" if free else "backdrop serve --port PORT"
+        raise click.ClickException(
+            f"port {port} on {host} is already in use by another program. Stop that program, "
+            f"or run Backdrop on another port: {hint}"
+        )
+    raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error} (see --host and --port)")
+
+
+def healthz_is_backdrop(url: str) -> bool:
+    """Whether ``url`` answers ``/healthz`` the way Backdrop's API does."""
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
+            return response.status == 200 and json.loads(response.read(1024)) == HEALTHZ_BODY
+    except (OSError, ValueError):
         return False
 
 
-def _worker_ready(redis_url: str) -> bool:
-    client = redis.Redis.from_url(redis_url)
+def api_ready(api: ManagedProcess, url: str) -> bool:
+    """Our API answers: its gunicorn is alive and holds the port, and ``/healthz`` is Backdrop's."""
+    return api.alive() and GUNICORN_LISTENING in api.log_of_this_run() and healthz_is_backdrop(url)
+
+
+def loaded_worker(redis_url: str, pid: int) -> dict[str, str] | None:
+    """What the worker process ``pid`` recorded once its model was loaded (checkpoint, device), or None."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        return any(True for _ in client.scan_iter(keyspace.WORKER.format(name="*")))
+        for key in client.scan_iter(keyspace.WORKER.format(name="*")):
+            record = client.hgetall(key)
+            if record.get("pid") == str(pid):
+                return record
+        return None
     finally:
         client.close()
+
+
+def describe_worker(record: dict[str, str]) -> str:
+    """The line that says which checkpoint the worker loaded, on which device, in which precision."""
+    return (
+        f"the worker loaded MODNet from {record.get('model_path', '?')} "
+        f"on {record.get('device', '?')} ({record.get('precision', '?')})"
+    )
 
 
 @click.command()
@@ -56,6 +119,7 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
     """Run Redis, a worker and the API until Ctrl-C."""
     settings = get_settings()
     data_dir = (data_dir or settings.data_dir).resolve()
+    check_port(host, port)
     if not Path(settings.model_path).is_file():
         raise click.ClickException(missing_weights_message(settings.model_path))
     logs = data_dir / "logs"
@@ -84,14 +148,26 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
         worker = ManagedProcess("worker", worker_argv(), env=env, log_path=logs / "worker.log", cwd=Path.cwd())
         children.append(worker)
         click.echo("starting the worker (loading MODNet)...", err=True)
-        wait_until(lambda: _worker_ready(redis_url) or not worker.alive(), WORKER_START_TIMEOUT, "the worker")
+        loaded: dict[str, str] = {}
+
+        def worker_loaded() -> bool:
+            loaded.update(loaded_worker(redis_url, worker.process.pid) or {})
+            return bool(loaded) or not worker.alive()
+
+        wait_until(worker_loaded, WORKER_START_TIMEOUT, "the worker")
         if not worker.alive():
             raise click.ClickException(f"the worker exited at start:\n{worker.log_tail()}")
+        click.echo(describe_worker(loaded), err=True)
 
         api = ManagedProcess("api", api_argv(host, port), env=env, log_path=logs / "api.log", cwd=Path.cwd())
         children.append(api)
-        wait_until(lambda: _api_healthy(public_url) or not api.alive(), 60, "the API")
+        wait_until(lambda: api_ready(api, public_url) or not api.alive(), API_START_TIMEOUT, "the API")
         if not api.alive():
+            if _bind_error(host, port) is not None:
+                raise click.ClickException(
+                    f"port {port} on {host} was taken by another program while Backdrop started; "
+                    f"stop it or choose another port with --port (API log: {api.log_path})"
+                )
             raise click.ClickException(f"the API exited at start:\n{api.log_tail()}")
 
         click.echo(

@@ -1,0 +1,130 @@
+"""``backdrop serve`` as a newcomer meets it: a port already taken, and what it says it loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from worker.cli.serve import api_ready, healthz_is_backdrop
+from worker.embedded import ManagedProcess, free_port, wait_until
+
+BACKDROP = Path(sys.executable).parent / "backdrop"
+
+
+def serve_env(model_path: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BACKDROP_")}
+    return {
+        **env,
+        "BACKDROP_MODEL_PATH": str(model_path),
+        "BACKDROP_TORCH_THREADS": "1",
+        "BACKDROP_INFERENCE_REF_SIZE": "128",
+        "BACKDROP_DEVICE": "cpu",
+    }
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another program listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def _answering(body: bytes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def other_server() -> Iterator[tuple[ThreadingHTTPServer, str]]:
+    """Another program's HTTP server on loopback, answering 200 to every GET."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _answering(b"{}"))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_taken_port_is_refused_before_anything_starts(
+    tmp_path: Path, taken_port: int, official_format_checkpoint: Path
+) -> None:
+    data = tmp_path / "data"
+    argv = [str(BACKDROP), "serve", "--port", str(taken_port), "--data-dir", str(data)]
+    result = subprocess.run(
+        argv, env=serve_env(official_format_checkpoint), capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert f"port {taken_port} on 127.0.0.1 is already in use" in result.stderr
+    assert "backdrop serve --port " in result.stderr
+    assert "Backdrop is running" not in result.stderr
+    assert "Address already in use" not in result.stderr
+    assert not data.exists(), "nothing may start (no Redis, no logs) when the port is taken"
+
+
+def test_the_readiness_probe_is_not_fooled_by_another_server(
+    tmp_path: Path, other_server: tuple[ThreadingHTTPServer, str]
+) -> None:
+    server, url = other_server
+    assert not healthz_is_backdrop(url)  # 200, but not Backdrop's answer
+    server.RequestHandlerClass = _answering(json.dumps({"status": "ok"}).encode())
+    assert healthz_is_backdrop(url)
+
+    # Even with Backdrop's answer, a process that never listened itself is not our API.
+    idle = ManagedProcess(
+        "api",
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        env=os.environ,
+        log_path=tmp_path / "api.log",
+        cwd=tmp_path,
+    )
+    try:
+        assert idle.alive()
+        assert not api_ready(idle, url)
+    finally:
+        idle.stop(timeout=10)
+    assert not api_ready(idle, url)
+
+
+@pytest.mark.slow
+def test_serve_says_which_checkpoint_and_device_it_loaded(tmp_path: Path, official_format_checkpoint: Path) -> None:
+    port = free_port()
+    output = tmp_path / "serve.out"
+    argv = [str(BACKDROP), "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+    with open(output, "wb") as log:
+        process = subprocess.Popen(argv, env=serve_env(official_format_checkpoint), stdout=log, stderr=log)
+    try:
+        wait_until(
+            lambda: "Backdrop is running" in output.read_text() or process.poll() is not None, 180, "backdrop serve"
+        )
+        assert process.poll() is None, output.read_text()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(120)
+    shown = output.read_text()
+    assert f"the worker loaded MODNet from {official_format_checkpoint} on cpu (fp32)" in shown
+    assert shown.index("the worker loaded MODNet") < shown.index("Backdrop is running")
