@@ -17,6 +17,7 @@ from api.routes.demo import demo
 from api.routes.docs import docs
 from api.routes.files import files
 from api.routes.health import health
+from api.routes.id_specs import id_specs
 from api.routes.jobs import jobs
 from api.schemas import ErrorBody
 from common.settings import Settings, get_settings
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(jobs)
     app.register_api(files)
     app.register_api(batches)
+    app.register_api(id_specs)
     app.register_blueprint(docs)
     app.register_blueprint(demo)
     app.before_request(apply_body_limit)

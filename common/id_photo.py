@@ -64,6 +64,7 @@ class IdPhotoResult:
     matte: np.ndarray  # the matte in the photo's frame, float32 (H, W)
     sheet: bytes | None = None
     sheet_count: int | None = None
+    sheet_size: tuple[int, int] | None = None  # (width, height) px
 
 
 def matte_from_alpha(decoded: DecodedImage) -> np.ndarray:
@@ -352,10 +353,10 @@ def make_id_photos(
             tilt_threshold=tilt_threshold,
             max_upscale=max_upscale,
         )
-        sheet_bytes, sheet_count = None, None
+        sheet_bytes, sheet_count, sheet_size = None, None, None
         if sheet is not None:
             rendered = render_sheet(photo, spec.print_size_mm, sheet, cut_guides=cut_guides)
-            sheet_bytes, sheet_count = encode_sheet(rendered), rendered.count
+            sheet_bytes, sheet_count, sheet_size = encode_sheet(rendered), rendered.count, rendered.layout.sheet_size
         results.append(
             IdPhotoResult(
                 spec=spec,
@@ -366,6 +367,7 @@ def make_id_photos(
                 matte=frame_alpha,
                 sheet=sheet_bytes,
                 sheet_count=sheet_count,
+                sheet_size=sheet_size,
             )
         )
     return results

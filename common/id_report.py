@@ -141,3 +141,31 @@ def choice_check(
         basis=basis,
         sources=sources,
     )
+
+
+class IdPhotoSummary(_Model):
+    """One ID photo of a job, in the job record and its public JSON; the full report is a result."""
+
+    spec_id: str
+    passed: bool
+    failed_rules: list[str]
+    width_px: int
+    height_px: int
+    dpi: float
+    file_bytes: int
+    jpeg_quality: int | None
+    sheet_count: int | None = Field(default=None, description="photos on the print sheet, when one was asked for")
+
+    @classmethod
+    def of(cls, report: IdPhotoReport, sheet_count: int | None) -> IdPhotoSummary:
+        return cls(
+            spec_id=report.spec_id,
+            passed=report.passed,
+            failed_rules=[check.rule for check in report.failures()],
+            width_px=report.width_px,
+            height_px=report.height_px,
+            dpi=report.dpi,
+            file_bytes=report.file_bytes,
+            jpeg_quality=report.jpeg_quality,
+            sheet_count=sheet_count,
+        )

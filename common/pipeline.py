@@ -1,8 +1,9 @@
 """One photo pipeline, torch-free: ``prepare`` makes the network input, ``finish`` makes the outputs.
 
 decode -> network input (``prepare``) -> MODNet (the worker's runner, directly or through its
-batcher) -> full-resolution matte -> composite, cutout, matte (``finish``). The command line drives it
-directly with ``replace_photo``; the worker drives the same two halves around its batcher.
+batcher) -> full-resolution matte -> composite, cutout, matte (``finish``), or for an ID-photo job
+the faces and each spec's photo, report and sheet (``finish_id_photos``). The command line drives it
+directly (``replace_photo``, ``id_photos``); the worker drives the same halves around its batcher.
 """
 
 from __future__ import annotations
@@ -17,14 +18,26 @@ import numpy as np
 
 from common.backgrounds import BackgroundKind, BackgroundSpec, render_background
 from common.compositing import composite, cutout, estimate_foreground, to_float
-from common.imaging import DecodedImage, decode_image, encode_image, encode_matte_png, encode_rgba_png
-from common.options import JobOptions, OutputFormat, OutputKind
+from common.faces import Face
+from common.id_photo import IdPhotoResult, make_id_photos, matte_from_alpha
+from common.imaging import (
+    OUTPUT_MEDIA_TYPES,
+    DecodedImage,
+    decode_image,
+    encode_image,
+    encode_matte_png,
+    encode_rgba_png,
+)
+from common.options import JobOptions, OutputFormat, OutputKind, file_extension
 from common.settings import Settings
 from common.sizing import SizeRule, network_input_size
 
 PhotoSource = bytes | str | os.PathLike[str] | BinaryIO
 # Mattes of a list of network inputs: the worker's ``ModelRunner.predict`` or its batcher.
 Predict = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+# The faces in an (H, W, 3) uint8 photo: the worker's face detector.
+DetectFaces = Callable[[np.ndarray], list[Face]]
+REPORT_MEDIA_TYPE = "application/json"
 
 
 @dataclass(frozen=True)
@@ -154,3 +167,94 @@ def replace_photo(
     prepared = prepare(source, settings)
     (small,) = predict([prepared.network_input])
     return finish(prepared, small, options, background)
+
+
+def finish_id_photos(
+    decoded: DecodedImage, matte: np.ndarray, faces: Sequence[Face], options: JobOptions, settings: Settings
+) -> list[IdPhotoResult]:
+    """The ID-photo half: each spec's photo, report and (if asked) print sheet, from the photo's
+    full-resolution matte and its faces."""
+    return make_id_photos(
+        decoded,
+        matte,
+        faces,
+        options.id_specs(),
+        options.id_background(),
+        output_format=(options.format or OutputFormat.JPEG).value,
+        quality=options.quality,
+        max_kb=options.max_kb,
+        min_kb=options.min_kb,
+        sheet=options.sheet,
+        cut_guides=options.cut_guides,
+        tilt_threshold=settings.id_tilt_threshold_degrees,
+        max_upscale=settings.id_max_upscale,
+    )
+
+
+def id_photos(
+    source: PhotoSource, options: JobOptions, predict: Predict, detect: DetectFaces, settings: Settings
+) -> list[IdPhotoResult]:
+    """One photo to its ID photos in this process (no forward pass with ``matte_source=alpha``)."""
+    decoded = decode(source, settings)
+    if options.matte_source == "alpha":
+        matte = matte_from_alpha(decoded)
+    else:
+        prepared = prepare(decoded, settings)
+        (small,) = predict([prepared.network_input])
+        matte = full_resolution_matte(small, decoded)
+    return finish_id_photos(decoded, matte, detect(decoded.rgb), options, settings)
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One output to store: its result name, bytes, file name extension, media type, format and size."""
+
+    name: str  # "composite", or "id_photo.<spec>", "report.<spec>", "sheet.<spec>"
+    data: bytes
+    extension: str
+    media_type: str
+    format: str
+    width: int | None
+    height: int | None
+
+
+def result_files(outputs: RenderedOutputs) -> list[ResultFile]:
+    """The files of a background replacement, one per output kind."""
+    return [
+        ResultFile(
+            kind.value,
+            item.data,
+            file_extension(item.format),
+            OUTPUT_MEDIA_TYPES[item.format.value],
+            item.format.value,
+            item.width,
+            item.height,
+        )
+        for kind, item in outputs.items.items()
+    ]
+
+
+def id_photo_files(results: Sequence[IdPhotoResult]) -> list[ResultFile]:
+    """The files of an ID-photo job: per spec its photo, its report (JSON) and its sheet if asked for."""
+    files = []
+    for result in results:
+        spec, report = result.spec.id, result.report
+        files.append(
+            ResultFile(
+                f"id_photo.{spec}",
+                result.photo,
+                file_extension(report.format),
+                result.media_type,
+                report.format,
+                report.width_px,
+                report.height_px,
+            )
+        )
+        report_json = report.model_dump_json(indent=2).encode()
+        files.append(ResultFile(f"report.{spec}", report_json, "json", REPORT_MEDIA_TYPE, "json", None, None))
+        if result.sheet is not None and result.sheet_size is not None:
+            width, height = result.sheet_size
+            files.append(
+                ResultFile(f"sheet.{spec}", result.sheet, "jpg", OUTPUT_MEDIA_TYPES["jpeg"], "jpeg", width, height)
+            )
+    return files

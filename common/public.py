@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from common.batches import Batch, BatchCounts
+from common.id_report import IdPhotoSummary
 from common.jobs import Job, JobStatus, now
 from common.options import JobOptions
 from common.settings import Settings
@@ -39,8 +40,8 @@ class ResultModel(BaseModel):
     format: str
     media_type: str
     bytes: int
-    width: int
-    height: int
+    width: int | None = Field(description="pixels; null for a report")
+    height: int | None
 
 
 class JobModel(BaseModel):
@@ -54,7 +55,12 @@ class JobModel(BaseModel):
     batch_id: str | None
     input: InputModel
     options: JobOptions
-    results: dict[str, ResultModel] | None = Field(description="composite / cutout / matte, when succeeded")
+    results: dict[str, ResultModel] | None = Field(
+        description="when succeeded: composite, cutout, matte; ID photos: id_photo.<spec>, report.<spec>, sheet.<spec>"
+    )
+    id_photos: list[IdPhotoSummary] | None = Field(
+        default=None, description="ID-photo jobs, when succeeded: each spec's outcome (the full report is a result)"
+    )
     error: ErrorDetail | None = Field(description="why, when failed")
 
     @classmethod
@@ -88,6 +94,7 @@ class JobModel(BaseModel):
             input=InputModel(**job.input.model_dump(), url=job.image_url),
             options=job.options,
             results=results,
+            id_photos=job.id_photos if job.status is JobStatus.SUCCEEDED else None,
             error=ErrorDetail(**job.error.model_dump()) if job.error else None,
         )
 

@@ -45,6 +45,22 @@ def modnet_fixtures() -> Path:
     return MODNET_FIXTURES
 
 
+FACE_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "faces"
+FACE_FILES = ("test1.jpg", "test2.jpg", "test2.cutout.png", "test4.jpg")
+
+
+@pytest.fixture(scope="session")
+def face_fixtures() -> Path:
+    """The portrait fixtures beside the repository; skipped in a plain clone, required in CI."""
+    missing = [name for name in FACE_FILES if not (FACE_FIXTURES / name).is_file()]
+    if missing:
+        reason = f"the face fixtures {missing} are not present at {FACE_FIXTURES}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + " (they are required when CI=true)")
+        pytest.skip(reason)
+    return FACE_FIXTURES
+
+
 @pytest.fixture(scope="session")
 def official_format_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A MODNet checkpoint with seeded random weights, written the way the official file is."""

@@ -8,12 +8,22 @@ from dataclasses import dataclass
 
 from common.backgrounds import BackgroundSpec
 from common.errors import BackdropError, InvalidInput, RecordDamaged
-from common.imaging import OUTPUT_MEDIA_TYPES
+from common.id_photo import matte_from_alpha
+from common.id_report import IdPhotoSummary
 from common.jobs import Job, JobStatus, ResultInfo, TransitionRefused
 from common.netsafe import FetchLimits, fetch_bytes
-from common.options import file_extension
-from common.pipeline import decode, finish, prepare
+from common.pipeline import (
+    ResultFile,
+    decode,
+    finish,
+    finish_id_photos,
+    full_resolution_matte,
+    id_photo_files,
+    prepare,
+    result_files,
+)
 from common.storage import result_key
+from worker.batcher import BatchResult
 from worker.service import WorkerService
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,30 @@ def read_input(job: Job, service: WorkerService) -> bytes:
     return fetch_bytes(job.image_url, limits=limits, allow_private=settings.fetch_allow_private)
 
 
+def render(
+    job: Job, service: WorkerService
+) -> tuple[list[ResultFile], list[IdPhotoSummary] | None, BatchResult | None]:
+    """The job's result files (and an ID-photo job's summaries), with the forward pass that made the
+    matte (None when the photo's own alpha was the matte)."""
+    settings = service.settings
+    options = job.options
+    if not options.is_id_photo:
+        background = job_background(job, service)
+        prepared = prepare(read_input(job, service), settings)
+        forward = service.batcher.submit(prepared.network_input).result()
+        return result_files(finish(prepared, forward.output, options, background).outputs), None, forward
+    decoded = decode(read_input(job, service), settings)
+    forward = None
+    if options.matte_source == "alpha":
+        matte = matte_from_alpha(decoded)
+    else:
+        forward = service.batcher.submit(prepare(decoded, settings).network_input).result()
+        matte = full_resolution_matte(forward.output, decoded)
+    results = finish_id_photos(decoded, matte, service.faces.detect(decoded.rgb), options, settings)
+    summaries = [IdPhotoSummary.of(result.report, result.sheet_count) for result in results]
+    return id_photo_files(results), summaries, forward
+
+
 def process_job(service: WorkerService, job_id: str) -> Outcome:
     """Run one job. Bad input fails the job with its code; retryable errors propagate (to be retried)."""
     try:
@@ -68,10 +102,7 @@ def process_job(service: WorkerService, job_id: str) -> Outcome:
         service.events.job_started(job_id)
 
     try:
-        background = job_background(job, service)
-        prepared = prepare(read_input(job, service), service.settings)
-        forward = service.batcher.submit(prepared.network_input).result()
-        outputs = finish(prepared, forward.output, job.options, background).outputs
+        files, id_photos, forward = render(job, service)
     except InvalidInput as exc:
         if exc.retryable:
             raise
@@ -81,21 +112,25 @@ def process_job(service: WorkerService, job_id: str) -> Outcome:
         return Outcome(JobStatus.FAILED, exc.code)
 
     results: dict[str, ResultInfo] = {}
-    for kind, item in outputs.items.items():
-        name = kind.value
-        key = result_key(job_id, f"{name}.{file_extension(item.format)}")
-        media_type = OUTPUT_MEDIA_TYPES[item.format.value]
-        service.storage.put(key, item.data, media_type)  # deterministic key: a rerun overwrites
-        results[name] = ResultInfo(
+    for item in files:
+        key = result_key(job_id, f"{item.name}.{item.extension}")
+        service.storage.put(key, item.data, item.media_type)  # deterministic key: a rerun overwrites
+        results[item.name] = ResultInfo(
             key=key,
-            format=item.format.value,
-            media_type=media_type,
+            format=item.format,
+            media_type=item.media_type,
             bytes=len(item.data),
             width=item.width,
             height=item.height,
         )
     try:
-        recorded = service.jobs.succeed(job_id, results, pass_id=forward.batch_id, pass_size=forward.batch_size)
+        recorded = service.jobs.succeed(
+            job_id,
+            results,
+            pass_id=forward.batch_id if forward else None,
+            pass_size=forward.batch_size if forward else None,
+            id_photos=id_photos,
+        )
     except TransitionRefused as exc:
         recorded = False
         if exc.current is not JobStatus.CANCELED:

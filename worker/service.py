@@ -20,6 +20,7 @@ from common.keyspace import redis_from_settings
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.batcher import Batcher
+from worker.faces import FaceDetector
 from worker.notifications import JobEvents
 from worker.retention import RetentionLoop
 from worker.runtime import ModelRunner
@@ -47,6 +48,8 @@ class WorkerService:
         self.api_keys = ApiKeyStore(client)
         self.events = JobEvents(celery, self.jobs, self.batches)  # celery None: no webhooks are queued
         self.retention = RetentionLoop(storage, settings)
+        self._faces: FaceDetector | None = None
+        self._faces_lock = threading.Lock()
         self.name = f"{socket.gethostname()}:{threading.get_native_id()}"
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             self._forward,
@@ -76,6 +79,14 @@ class WorkerService:
         except redis.RedisError:
             log.warning("could not record forward pass statistics", exc_info=True)
         return mattes
+
+    @property
+    def faces(self) -> FaceDetector:
+        """The face detector of ID-photo jobs, loaded on the first one (its networks are small)."""
+        with self._faces_lock:
+            if self._faces is None:
+                self._faces = FaceDetector()
+            return self._faces
 
     def announce(self) -> None:
         """Record that this worker has its model loaded, which checkpoint on which device, and its process

@@ -6,22 +6,38 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from common.options import JobOptions, Surface
 from tests.app.conftest import png
 
-# A value other than the default for every option: a new option must be added here to be tested.
-SAMPLES: dict[str, Any] = {
+# A value other than the default for every option, in the two kinds of job (background replacement
+# and ID photos): a new option must be added here to be tested.
+SHARED: dict[str, Any] = {
     "background": "#102030",
     "format": "png",
     "quality": 55,
-    "outputs": ["cutout", "matte"],
-    "decontaminate": False,
     "webhook_url": "https://example.invalid/hook",
     "webhook_events": ["completed", "started"],
 }
+REPLACEMENT: dict[str, Any] = {**SHARED, "outputs": ["cutout", "matte"], "decontaminate": False}
+ID_PHOTO: dict[str, Any] = {
+    **SHARED,
+    "id_spec": ["custom"],
+    "custom_size": "30x40mm",
+    "custom_dpi": 350.0,
+    "head_ratio": "0.6-0.7",
+    "crown_margin": "0.05-0.1",
+    "max_kb": 200.0,
+    "min_kb": 10.0,
+    "sheet": "a4",
+    "cut_guides": False,
+    "matte_source": "alpha",
+}
+SAMPLES = {**REPLACEMENT, **ID_PHOTO}
+KINDS = {"replacement": REPLACEMENT, "id photo": ID_PHOTO}
 INPUT_FIELDS = {"image", "image_url", "background_image"}
 
 
@@ -37,6 +53,8 @@ def test_samples_cover_every_option() -> None:
     assert set(SAMPLES) == set(JobOptions.model_fields)
     defaults = JobOptions()
     assert all(getattr(defaults, name) != value for name, value in SAMPLES.items())
+    for sample in KINDS.values():
+        assert JobOptions(**sample).model_dump(mode="json") | sample == JobOptions(**sample).model_dump(mode="json")
 
 
 def test_the_openapi_document_declares_each_surfaces_options(client: FlaskClient) -> None:
@@ -49,8 +67,10 @@ def test_the_openapi_document_declares_each_surfaces_options(client: FlaskClient
         assert declared.get("description") == JobOptions.model_fields[name].description
 
 
-def test_the_job_form_accepts_every_job_option(app: Flask, client: FlaskClient, auth: dict) -> None:
-    fields = {name: _form_text(SAMPLES[name]) for name in JobOptions.names(Surface.JOB)}
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_job_form_accepts_every_job_option(app: Flask, client: FlaskClient, auth: dict, kind: str) -> None:
+    sample = KINDS[kind]
+    fields = {name: _form_text(value) for name, value in sample.items() if name in JobOptions.names(Surface.JOB)}
     response = client.post(
         "/v1/jobs",
         data={**fields, "image": (io.BytesIO(png()), "p.png")},
@@ -58,15 +78,16 @@ def test_the_job_form_accepts_every_job_option(app: Flask, client: FlaskClient, 
         content_type="multipart/form-data",
     )
     assert response.status_code == 202, response.json
-    stored = app.extensions["backdrop"].jobs.get(response.json["id"]).options
-    assert stored.model_dump(mode="json") == {name: SAMPLES[name] for name in JobOptions.names(Surface.JOB)}
-    assert response.json["options"] == stored.model_dump(mode="json")
+    stored = app.extensions["backdrop"].jobs.get(response.json["id"]).options.model_dump(mode="json")
+    assert {name: stored[name] for name in sample} == sample
+    assert response.json["options"] == stored
 
 
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_json_batch_accepts_every_batch_option_and_refuses_the_others(
-    app: Flask, client: FlaskClient, auth: dict
+    app: Flask, client: FlaskClient, auth: dict, kind: str
 ) -> None:
-    options = {name: SAMPLES[name] for name in JobOptions.names(Surface.BATCH)}
+    options = {name: value for name, value in KINDS[kind].items() if name in JobOptions.names(Surface.BATCH)}
     body = {"image_urls": ["https://example.invalid/a.jpg"], "options": options}
     response = client.post("/v1/batches", json=body, headers=auth)
     assert response.status_code == 202, response.json
@@ -75,13 +96,13 @@ def test_a_json_batch_accepts_every_batch_option_and_refuses_the_others(
     per_job = {name: value for name, value in options.items() if name != "webhook_url"}
     assert {name: job.options.model_dump(mode="json")[name] for name in per_job} == per_job
     assert api.batches.get(response.json["id"]).webhook_url == SAMPLES["webhook_url"]
-    for name in set(JobOptions.model_fields) - JobOptions.names(Surface.BATCH):
+    for name in sorted(set(JobOptions.model_fields) - JobOptions.names(Surface.BATCH)):
         refused = client.post("/v1/batches", json={**body, "options": {name: SAMPLES[name]}}, headers=auth)
         assert (refused.status_code, refused.json["error"]["code"]) == (422, "invalid_option"), name
 
 
 def test_a_multipart_batch_accepts_every_batch_option(app: Flask, client: FlaskClient, auth: dict) -> None:
-    fields = {name: _form_text(SAMPLES[name]) for name in JobOptions.names(Surface.BATCH)}
+    fields = {name: _form_text(value) for name, value in REPLACEMENT.items() if name in JobOptions.names(Surface.BATCH)}
     response = client.post(
         "/v1/batches",
         data={**fields, "images": [(io.BytesIO(png()), "a.png"), (io.BytesIO(png(seed=2)), "b.png")]},

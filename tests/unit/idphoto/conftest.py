@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,23 +12,6 @@ import pytest
 from common.faces import Face, Point
 from common.framing import CHIN_FROM_MOUTH
 from common.imaging import DecodedImage
-from tests.conftest import REPO_ROOT
-
-FACE_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "faces"
-FACE_FILES = ("test1.jpg", "test2.jpg", "test2.cutout.png", "test4.jpg")
-
-
-@pytest.fixture(scope="session")
-def face_fixtures() -> Path:
-    """The portrait fixtures beside the repository; skipped in a plain clone, required in CI."""
-    missing = [name for name in FACE_FILES if not (FACE_FIXTURES / name).is_file()]
-    if missing:
-        reason = f"the face fixtures {missing} are not present at {FACE_FIXTURES}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason + " (they are required when CI=true)")
-        pytest.skip(reason)
-    return FACE_FIXTURES
-
 
 SKIN = (224, 180, 150)
 HAIR = (130, 90, 50)
