@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +18,33 @@ _BACKBONE = "backbone."
 _BACKBONE_ALIAS = "lr_branch.backbone."
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 _MAX_LISTED = 8
+# torch's "Unsupported global" error names the refused class; the rest of its message is advice we do not give.
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_GET_THE_WEIGHTS = (
+    "Download the official weights again with `backdrop weights fetch --force`, "
+    "or set BACKDROP_MODEL_PATH to a MODNet checkpoint"
+)
+
+
+def _unreadable(path: Path, exc: BaseException) -> InvalidCheckpoint:
+    """Our own account of why torch could not read ``path``. torch's messages advise loading the file
+    again with ``weights_only=False``, which would run whatever code the file holds: never repeated."""
+    try:
+        size = f"{path.stat().st_size:,} bytes"
+    except OSError:
+        size = "size unknown"
+    head = f"cannot read {path} as a torch checkpoint ({size})"
+    refused = _REFUSED_GLOBAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    if refused:
+        reason = (
+            f"it holds Python objects other than tensors ({refused.group(1)}), which Backdrop never loads, "
+            "so it is not a MODNet checkpoint"
+        )
+    else:
+        detail = str(exc).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(exc).strip() else ""
+        detail = "" if "weights_only" in detail else detail
+        reason = "truncated, corrupt or not a checkpoint" + (f" ({type(exc).__name__}: {detail})" if detail else "")
+    return InvalidCheckpoint(f"{head}: {reason}. {_GET_THE_WEIGHTS}")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -28,16 +55,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         # The official file is the legacy (non-zip) container: mmap cannot be used for it.
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise InvalidCheckpoint(
-            f"cannot read {path} as a torch checkpoint (truncated, corrupt or not a checkpoint): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
+    except Exception as exc:  # whatever a damaged file makes the unpickler raise, it is unreadable
+        raise _unreadable(path, exc) from exc
     for key in _NESTED_KEYS:
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise InvalidCheckpoint(f"{path} does not hold a state dict of tensors (found {type(obj).__name__})")
+        raise InvalidCheckpoint(
+            f"{path} does not hold a state dict of tensors (found {type(obj).__name__}). {_GET_THE_WEIGHTS}"
+        )
     return dict(obj)
 
 

@@ -84,19 +84,59 @@ def test_failures_are_named_and_others_still_processed(tmp_path: Path, official_
     text = tmp_path / "text.jpg"
     text.write_text("hello")
     tiny = _photo(tmp_path / "tiny.png", (8, 8))
-    missing = tmp_path / "missing.jpg"
 
     result = run_cli(
-        "replace", good, truncated, text, tiny, missing, "--background", "#00ff00", "-f", "png", "-o", "out",
+        "replace", good, truncated, text, tiny, "--background", "#00ff00", "-f", "png", "-o", "out",
         model_path=official_format_checkpoint, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1
-    assert "1 of 5 photos done" in result.stderr
+    assert "1 of 4 photos done" in result.stderr
     assert f"{truncated}: corrupt_image" in result.stderr
     assert f"{text}: unsupported_image" in result.stderr
     assert f"{tiny}: image_too_small" in result.stderr
-    assert f"{missing}: unreadable" in result.stderr
     assert _size(tmp_path / "out" / "good.png") == (64, 64)
+
+
+@pytest.mark.parametrize("server", [False, True])
+def test_missing_inputs_are_named_before_the_model_or_a_server_is_used(tmp_path: Path, server: bool) -> None:
+    good = _photo(tmp_path / "good.png", (64, 64))
+    # No weights and no server: had the model been loaded (or the server called) first, that error would show.
+    remote = ["--server", "http://127.0.0.1:9"] if server else []
+    result = run_cli(
+        "replace", good, "nonexist.jpg", "gone", *remote, model_path=tmp_path / "absent.ckpt", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no such file or folder: nonexist.jpg, gone" in result.stderr
+    assert "weights fetch" not in result.stderr and "absent.ckpt" not in result.stderr
+    assert "127.0.0.1:9" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_verbose_after_the_subcommand(tmp_path: Path, official_format_checkpoint: Path) -> None:
+    photo = _photo(tmp_path / "p.png", (64, 64))
+    result = run_cli("replace", photo, "-o", "out", "-v", model_path=official_format_checkpoint, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"INFO MODNet loaded from {official_format_checkpoint}" in result.stderr
+
+    quiet = run_cli("replace", photo, "-o", "out", model_path=official_format_checkpoint, cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "INFO" not in quiet.stderr
+
+    for args in (["weights", "verify", "--verbose"], ["weights", "-v", "verify"], ["-v", "weights", "verify"]):
+        nested = run_cli(*args, model_path=official_format_checkpoint, cwd=tmp_path)
+        assert nested.returncode == 1, nested.stderr  # the test checkpoint is not the official file
+        assert "No such option" not in nested.stderr
+
+
+def test_a_corrupt_checkpoint_gets_our_advice_not_torchs(tmp_path: Path, official_format_checkpoint: Path) -> None:
+    photo = _photo(tmp_path / "p.png", (64, 64))
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(official_format_checkpoint.read_bytes()[:5000])
+    result = run_cli("replace", photo, model_path=corrupt, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"cannot read {corrupt} as a torch checkpoint" in result.stderr
+    assert "backdrop weights fetch --force" in result.stderr
+    assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_transparent_defaults_to_png(tmp_path: Path, official_format_checkpoint: Path) -> None:

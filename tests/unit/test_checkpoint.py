@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,39 @@ def test_missing_file_says_how_to_fetch(tmp_path: Path) -> None:
         load_modnet(tmp_path / "nowhere.ckpt")
     assert "nowhere.ckpt" in str(info.value)
     assert "backdrop weights fetch" in str(info.value)
+
+
+def _numpy_in_a_checkpoint(path: Path) -> None:
+    import numpy as np
+
+    torch.save({"weight": np.zeros(3)}, path)  # loading it would need a non-tensor global
+
+
+def _text(path: Path) -> None:
+    path.write_text("this is a text file, not a checkpoint\n")
+
+
+def _truncated_zip(path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save({"weight": torch.zeros(1000)}, buffer)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+@pytest.mark.parametrize("write", [_numpy_in_a_checkpoint, _text, _truncated_zip])
+def test_unreadable_files_get_our_message_not_torchs_advice(tmp_path: Path, write: Callable[[Path], None]) -> None:
+    path = tmp_path / "bad.ckpt"
+    write(path)
+    with pytest.raises(InvalidCheckpoint) as info:
+        load_modnet(path)
+    message = str(info.value)
+    assert message.startswith(f"cannot read {path} as a torch checkpoint ({path.stat().st_size:,} bytes)")
+    assert "weights_only" not in message and "trust" not in message and "safe_globals" not in message
+    assert "backdrop weights fetch --force" in message
+    assert "\n" not in message
+
+
+def test_a_checkpoint_needing_other_objects_names_them(tmp_path: Path) -> None:
+    path = tmp_path / "numpy.ckpt"
+    _numpy_in_a_checkpoint(path)
+    with pytest.raises(InvalidCheckpoint, match=r"holds Python objects other than tensors \(numpy\.\S+\)"):
+        load_modnet(path)

@@ -61,6 +61,13 @@ def _job_options(values: Mapping[str, Any]) -> JobOptions:
         raise click.BadParameter(exc.message) from exc
 
 
+def check_inputs_exist(inputs: tuple[Path, ...]) -> None:
+    """A usage error naming every INPUT that is neither a file nor a folder, before any model or server is used."""
+    missing = [str(path) for path in inputs if not path.exists()]
+    if missing:
+        raise click.BadParameter("no such file or folder: " + ", ".join(missing), param_hint="'INPUT...'")
+
+
 def replace_local(inputs: tuple[Path, ...], values: Mapping[str, Any], output: Path) -> None:
     """Load MODNet here and run every photo through the pipeline, one at a time."""
     settings = get_settings()
@@ -118,6 +125,7 @@ def replace(
     **values: Any,
 ) -> None:
     """Replace the background of INPUT photos (files or folders) and write the results to --output."""
+    check_inputs_exist(inputs)
     chosen = chosen_options(values, cutout=cutout, matte=matte)
     if server:
         replace_remote(inputs, server=server, api_key=api_key, values=chosen, output=output)
