@@ -133,7 +133,7 @@ def _default(field: FieldInfo) -> Any:
 def option_decorator(name: str, field: FieldInfo, note: str = "") -> Callable[[F], F]:
     """The click option of one field of ``JobOptions``; ``note`` adds to its description what is
     particular to the command line."""
-    long = flag_name(name)
+    long = exposure(field).long_flag or flag_name(name)
     short = exposure(field).short_flag
     help_text = "; ".join(part for part in (field.description, note) if part) or None
     if defers_to_setting(name):
