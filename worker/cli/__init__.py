@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import click
@@ -28,20 +29,31 @@ def _verbose_given(_ctx: click.Context, _param: click.Parameter, value: bool) ->
         configure_logging(True)
 
 
-def add_verbose_option(command: click.Command) -> None:
-    """Accept ``-v/--verbose`` after ``command`` (and each of its subcommands), as before it."""
+def with_verbose_option(command: click.Command) -> click.Command:
+    """A copy of ``command`` (and of its subcommands) that also accepts ``-v/--verbose``; the
+    original objects, which other entry points share, are left as they are."""
+    command = copy.copy(command)
     if not any(set(VERBOSE_FLAGS) & set(param.opts) for param in command.params):
-        command.params.append(
-            click.Option(
-                list(VERBOSE_FLAGS), is_flag=True, expose_value=False, callback=_verbose_given, help=VERBOSE_HELP
-            )
+        verbose = click.Option(
+            list(VERBOSE_FLAGS), is_flag=True, expose_value=False, callback=_verbose_given, help=VERBOSE_HELP
         )
+        command.params = [*command.params, verbose]
     if isinstance(command, click.Group):
-        for subcommand in command.commands.values():
-            add_verbose_option(subcommand)
+        command.commands = {name: with_verbose_option(sub) for name, sub in command.commands.items()}
+    return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class BackdropGroup(click.Group):
+    """The top-level group: ``-v`` is accepted before the subcommand and after it, at any depth."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        return name, with_verbose_option(command) if command is not None else None, rest
+
+
+@click.group(cls=BackdropGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name=DISTRIBUTION, prog_name=DISTRIBUTION, message="%(prog)s %(version)s")
 @click.option(*VERBOSE_FLAGS, is_flag=True, help=VERBOSE_HELP)
 def main(verbose: bool) -> None:
@@ -49,6 +61,7 @@ def main(verbose: bool) -> None:
     configure_logging(verbose)
 
 
-for _command in (replace, weights, serve, keys):
-    add_verbose_option(_command)
-    main.add_command(_command)
+main.add_command(replace)
+main.add_command(weights)
+main.add_command(serve)
+main.add_command(keys)

@@ -72,6 +72,7 @@ def replace_local(inputs: tuple[Path, ...], values: Mapping[str, Any], output: P
     """Load MODNet here and run every photo through the pipeline, one at a time."""
     settings = get_settings()
     options, background = local_options(values, settings)
+    check_inputs_exist(inputs)
     photos = list(collect(inputs))
     if not photos:
         raise click.UsageError("no image files found in the given inputs")
@@ -125,9 +126,9 @@ def replace(
     **values: Any,
 ) -> None:
     """Replace the background of INPUT photos (files or folders) and write the results to --output."""
-    check_inputs_exist(inputs)
     chosen = chosen_options(values, cutout=cutout, matte=matte)
     if server:
+        check_inputs_exist(inputs)
         replace_remote(inputs, server=server, api_key=api_key, values=chosen, output=output)
     else:
         replace_local(inputs, chosen, output)
