@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from contextlib import suppress
@@ -32,10 +33,10 @@ from common.errors import (
     TooManyPending,
 )
 from common.imaging import ImageInfo, probe_image
-from common.jobs import InputInfo, Job, new_job_id
+from common.jobs import InputInfo, Job, JobExists, new_job_id
 from common.netsafe import check_url
 from common.options import JobOptions, Surface
-from common.queue import BATCH_QUEUE, INTERACTIVE_QUEUE, PROCESS_JOB, notify_batch_completed
+from common.queue import BATCH_QUEUE, INTERACTIVE_QUEUE, notify_batch_completed, send_job
 from common.storage import JOB_OBJECT_PREFIXES, background_key, input_key, validate_key
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -140,10 +141,21 @@ def check_quota(api: ApiContext, owner: str, adding: int = 1) -> None:
 
 
 def enqueue_job(
-    api: ApiContext, owner: str, request: JobRequest, *, batch_id: str | None = None, queue: str = INTERACTIVE_QUEUE
+    api: ApiContext,
+    owner: str,
+    request: JobRequest,
+    *,
+    job_id: str | None = None,
+    batch_id: str | None = None,
+    queue: str = INTERACTIVE_QUEUE,
 ) -> Job:
-    """Store the upload, write the record, then send the message (which carries only the job id)."""
-    job_id = new_job_id()
+    """Store the upload, write the record, then send the message (which carries only the job id).
+
+    ``job_id``: the id an Idempotency-Key reserved; when a concurrent request with that key wrote the
+    record first, that record is the answer and no second message is sent. A crash after the record
+    and before the message leaves a queued job with no message, which the workers' reconciler enqueues.
+    """
+    job_id = job_id or new_job_id()
     key = request.source_key or input_key(job_id)
     if request.image is not None and request.refused is None:
         api.storage.put(key, request.image, "application/octet-stream")
@@ -172,10 +184,16 @@ def enqueue_job(
             # One bad photo of a batch fails alone, with its code, instead of refusing the batch.
             api.jobs.fail(job_id, request.refused.code, request.refused.message)
             return api.jobs.get(job_id) or job
+    except JobExists:
+        existing = api.jobs.get(job_id)
+        if existing is None:
+            raise QueueUnavailable("the job was being created by another request; try again") from None
+        return existing
     except redis.RedisError as exc:
         raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
+    _exit_if_asked(api)
     try:
-        api.celery.send_task(PROCESS_JOB, args=[job_id], queue=queue)
+        send_job(api.celery, job_id, queue)
     except (redis.RedisError, OperationalError) as exc:
         # Not enqueued: do not leave a record that would sit "queued" until its TTL.
         with suppress(redis.RedisError):
@@ -200,26 +218,57 @@ def enqueue_batch(api: ApiContext, owner: str, requests: list[JobRequest]) -> Ba
     return batch
 
 
-def replay(api: ApiContext, owner: str, key: str, body_hash: str) -> Job | None:
-    """The job an earlier request with this Idempotency-Key created, if any; a different body is refused."""
-    stored = api.redis.get(keyspace.IDEMPOTENCY.format(owner=owner, key=key))
-    if stored is None:
-        return None
-    original = json.loads(stored)
-    if original["fingerprint"] != body_hash:
-        raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
-    job = api.jobs.get(original["job_id"])
-    if job is None:
-        raise NotFound("the job created with this Idempotency-Key no longer exists")
-    return job
+def _exit_if_asked(api: ApiContext) -> None:
+    """Tests only: die between a record and its message, as a crashed API process would, once per
+    creation of ``test_exit_before_enqueue_file`` (whichever request deletes it first dies)."""
+    marker = api.settings.test_exit_before_enqueue_file
+    if marker is None:
+        return
+    try:
+        marker.unlink()
+    except FileNotFoundError:
+        return
+    os._exit(70)
 
 
-def remember(api: ApiContext, owner: str, key: str, body_hash: str, job: Job) -> Job:
-    """Record the job an Idempotency-Key created; if a concurrent request won, its job is the answer."""
-    record = json.dumps({"job_id": job.id, "fingerprint": body_hash})
-    if api.redis.set(keyspace.IDEMPOTENCY.format(owner=owner, key=key), record, nx=True, ex=IDEMPOTENCY_TTL_SECONDS):
-        return job
-    return replay(api, owner, key, body_hash) or job
+@dataclass(frozen=True)
+class Reservation:
+    """An Idempotency-Key's job: its id, reserved before anything is written, and its record once written."""
+
+    job_id: str
+    job: Job | None
+
+
+def reserve(api: ApiContext, owner: str, key: str, body_hash: str) -> Reservation:
+    """Reserve an Idempotency-Key for a new job id (one SET NX, before the upload, record or message is
+    written), or find the reservation an earlier request with the key made; a different body is refused.
+
+    A reservation whose record is missing belongs to a request still under way or one that died: the
+    caller completes it with the reserved id (the same upload key, record and message), so a retry never
+    makes a second job. Once confirmed (after the message was sent), a missing record means the job was
+    deleted or expired.
+    """
+    name = keyspace.IDEMPOTENCY.format(owner=owner, key=key)
+    job_id = new_job_id()
+    record = json.dumps({"job_id": job_id, "fingerprint": body_hash, "confirmed": False})
+    while not api.redis.set(name, record, nx=True, ex=IDEMPOTENCY_TTL_SECONDS):
+        stored = api.redis.get(name)
+        if stored is None:
+            continue  # expired meanwhile: reserve it afresh
+        original = json.loads(stored)
+        if original["fingerprint"] != body_hash:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
+        job = api.jobs.get(original["job_id"])
+        if job is None and original.get("confirmed", True):
+            raise NotFound("the job created with this Idempotency-Key no longer exists")
+        return Reservation(original["job_id"], job)
+    return Reservation(job_id, None)
+
+
+def confirm(api: ApiContext, owner: str, key: str, body_hash: str, job: Job) -> None:
+    """Mark the reservation done: its job's record and message are written."""
+    record = json.dumps({"job_id": job.id, "fingerprint": body_hash, "confirmed": True})
+    api.redis.set(keyspace.IDEMPOTENCY.format(owner=owner, key=key), record, xx=True, keepttl=True)
 
 
 def requested_wait(api: ApiContext, prefer: str) -> int | None:

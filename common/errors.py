@@ -137,6 +137,15 @@ class QueueUnavailable(BackdropError):
     retryable = True
 
 
+class WorkerLost(BackdropError):
+    """A job delivered the most times allowed whose worker never finished it (it died each time, e.g.
+    killed for memory): failed rather than delivered again, so it cannot take down worker after worker."""
+
+    code = "worker_lost"
+    http_status = 500
+    retryable = False
+
+
 # --- the HTTP API: tenancy, lookups, limits -------------------------------------------------
 
 

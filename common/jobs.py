@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from common import keyspace
 from common.errors import BackdropError, RecordDamaged
+from common.id_report import IdPhotoSummary
 from common.options import JobOptions
 
 
@@ -52,14 +54,14 @@ class InputInfo(BaseModel):
 
 
 class ResultInfo(BaseModel):
-    """One stored output of a job."""
+    """One stored output of a job (an ID photo's report has no pixel size)."""
 
     key: str
     format: str
     media_type: str
     bytes: int
-    width: int
-    height: int
+    width: int | None
+    height: int | None
 
 
 class JobError(BaseModel):
@@ -77,11 +79,13 @@ class Job(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: int = 0
+    deliveries: int = 0  # messages of this job handed to a worker (see ``JobStore.add_delivery``)
     input_key: str
     background_image_key: str | None = None  # the uploaded image of background=image
     input: InputInfo
     options: JobOptions
     results: dict[str, ResultInfo] = Field(default_factory=dict)
+    id_photos: list[IdPhotoSummary] | None = None  # ID-photo jobs: one per spec, when succeeded
     error: JobError | None = None
     batch_id: str | None = None  # the API batch this job belongs to
     image_url: str | None = None  # input to fetch, when not uploaded
@@ -104,12 +108,24 @@ def now() -> datetime:
 
 
 # Fields stored as JSON inside the hash; the rest are plain strings.
-_JSON_FIELDS = ("input", "options", "results", "error")
+_JSON_FIELDS = ("input", "options", "results", "id_photos", "error")
 
-# Atomic transition: KEYS[1] = job hash; ARGV = [allowed current states (comma separated), ttl seconds,
-# increment attempts (0/1), terminal (0/1), field, value, field, value, ...]. Returns the previous
-# state, nil when the job does not exist, or an error reply when the transition is not allowed.
-# A terminal state takes the job out of its owner's pending set (the concurrent-jobs quota).
+# Atomic creation: KEYS = [job hash, owner's pending set, pending index]; ARGV = [ttl seconds, job id,
+# now, field, value, ...]. Returns 0 (and writes nothing) when the record already exists, else 1.
+_CREATE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+return 1
+"""
+
+# Atomic transition: KEYS = [job hash, pending-set prefix, pending index]; ARGV = [allowed current states
+# (comma separated), ttl seconds, increment attempts (0/1), terminal (0/1), now, field, value, ...].
+# Returns the previous state, nil when the job does not exist, or an error reply when the transition is
+# not allowed. A terminal state takes the job out of its owner's pending set (the concurrent-jobs quota)
+# and out of the pending index; any other change is a sign of life there.
 _TRANSITION_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return nil end
@@ -118,16 +134,54 @@ for state in string.gmatch(ARGV[1], '[^,]+') do
   if state == current then allowed = true end
 end
 if not allowed then return redis.error_reply('transition:' .. current) end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+local id = redis.call('HGET', KEYS[1], 'id')
 if ARGV[4] == '1' then
   local owner = redis.call('HGET', KEYS[1], 'owner')
-  local id = redis.call('HGET', KEYS[1], 'id')
   if owner and id then redis.call('SREM', KEYS[2] .. owner, id) end
+  if id then redis.call('ZREM', KEYS[3], id) end
+elseif id then
+  redis.call('ZADD', KEYS[3], ARGV[5], id)
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return current
 """
+
+# One more delivery, unless the job has had its share: KEYS = [job hash, pending index]; ARGV = [most
+# deliveries, now, job id]. Returns the new count, -1 when the limit is reached, nil when there is no record.
+_DELIVERY_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local done = tonumber(redis.call('HGET', KEYS[1], 'deliveries')) or 0
+if done >= tonumber(ARGV[1]) then return -1 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+"""
+
+# The reconciler's claim on a pending job whose message it found nowhere: KEYS = [job hash, pending
+# index]; ARGV = [job id, index score it saw, now, most deliveries]. Nothing changes unless the job is
+# still pending with the score seen (so two reconcilers, or a worker starting it meanwhile, cannot both
+# act). A queued job's lost message was a delivery that never started: it is counted here.
+# Returns 'gone' (no record, or finished: dropped from the index), 'busy' (touched since it was seen),
+# 'exhausted' (no delivery left: to be failed) or 'requeue'.
+_RECLAIM_SCRIPT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'processing' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 'gone'
+end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if (not score) or tonumber(score) ~= tonumber(ARGV[2]) then return 'busy' end
+local done = tonumber(redis.call('HGET', KEYS[1], 'deliveries')) or 0
+if status == 'queued' then done = redis.call('HINCRBY', KEYS[1], 'deliveries', 1) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if done >= tonumber(ARGV[4]) then return 'exhausted' end
+return 'requeue'
+"""
+
+
+class JobExists(Exception):
+    """A record with this id is already there (written by a concurrent request with the same id)."""
 
 
 class TransitionRefused(Exception):
@@ -148,6 +202,8 @@ def _encode(fields: Mapping[str, Any]) -> dict[str, str]:
             encoded[name] = value.model_dump_json()
         elif isinstance(value, dict):
             encoded[name] = json.dumps({k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in value.items()})
+        elif isinstance(value, list):
+            encoded[name] = json.dumps([v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value])
         elif isinstance(value, datetime):
             encoded[name] = value.isoformat()
         else:
@@ -170,6 +226,9 @@ class JobStore:
         self.redis = client
         self.ttl = ttl_seconds
         self._script = client.register_script(_TRANSITION_SCRIPT)
+        self._create_script = client.register_script(_CREATE_SCRIPT)
+        self._delivery_script = client.register_script(_DELIVERY_SCRIPT)
+        self._reclaim_script = client.register_script(_RECLAIM_SCRIPT)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -203,11 +262,12 @@ class JobStore:
             background_image_key=background_image_key,
         )
         fields = _encode(job.model_dump(exclude_none=False) | {"input": info, "options": options, "results": {}})
-        with self.redis.pipeline() as pipe:
-            pipe.hset(self.key(job_id), mapping=fields)
-            pipe.expire(self.key(job_id), self.ttl)
-            pipe.sadd(keyspace.PENDING.format(owner=owner), job_id)
-            pipe.execute()
+        args: list[str] = [str(self.ttl), job_id, repr(stamp.timestamp())]
+        for name, value in fields.items():
+            args += [name, value]
+        keys = [self.key(job_id), keyspace.PENDING.format(owner=owner), keyspace.PENDING_SINCE]
+        if not self._create_script(keys=keys, args=args):
+            raise JobExists(job_id)
         return job
 
     def pending_count(self, owner: str) -> int:
@@ -240,28 +300,72 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.delete(self.key(job_id))
             pipe.srem(keyspace.PENDING.format(owner=owner), job_id)
+            pipe.zrem(keyspace.PENDING_SINCE, job_id)
             pipe.execute()
 
     def delete(self, job: Job) -> None:
         with self.redis.pipeline() as pipe:
             pipe.delete(self.key(job.id))
             pipe.srem(keyspace.PENDING.format(owner=job.owner), job.id)
+            pipe.zrem(keyspace.PENDING_SINCE, job.id)
             pipe.execute()
+
+    # --- deliveries and the pending index (read by the reconciler) ------------------------------
+
+    def add_delivery(self, job_id: str, most: int) -> bool | None:
+        """Count one more delivery of the job's message to a worker: True when counted, False when it
+        already had ``most`` (it is to fail, not run again), None when there is no record."""
+        counted = self._delivery_script(
+            keys=[self.key(job_id), keyspace.PENDING_SINCE], args=[str(most), repr(time.time()), job_id]
+        )
+        return None if counted is None else int(counted) > 0
+
+    def stale(self, before: float, limit: int) -> list[tuple[str, float]]:
+        """Pending jobs (id, index score) with no sign of life since ``before`` (a Unix time), oldest first."""
+        found = self.redis.zrangebyscore(keyspace.PENDING_SINCE, "-inf", before, start=0, num=limit, withscores=True)
+        return [(str(job_id), float(score)) for job_id, score in found]
+
+    def seen(self, job_ids: list[str]) -> None:
+        """A sign of life for pending jobs (their message was found): not looked at again for a while."""
+        if job_ids:
+            self.redis.zadd(keyspace.PENDING_SINCE, dict.fromkeys(job_ids, time.time()), xx=True)
+
+    def reclaim(self, job_id: str, seen_score: float, most: int) -> str:
+        """Claim a pending job whose message is lost: 'requeue', 'exhausted', 'busy' or 'gone' (see the script)."""
+        return str(
+            self._reclaim_script(
+                keys=[self.key(job_id), keyspace.PENDING_SINCE],
+                args=[job_id, repr(seen_score), repr(time.time()), str(most)],
+            )
+        )
+
+    def index_pending_sets(self) -> int:
+        """Put the jobs of every owner's pending set into the pending index (records written before the
+        index existed); returns how many were added."""
+        added = 0
+        for key in self.redis.scan_iter(keyspace.PENDING.format(owner="*"), count=500):
+            members = list(self.redis.smembers(key))
+            if members:
+                added += int(self.redis.zadd(keyspace.PENDING_SINCE, dict.fromkeys(members, time.time()), nx=True))
+        return added
 
     def _transition(self, job_id: str, target: JobStatus, *, count_attempt: bool = False, **fields: Any) -> bool:
         """Move ``job_id`` to ``target`` if allowed; False when the record no longer exists."""
         allowed_from = [state.value for state, targets in TRANSITIONS.items() if target in targets]
-        values = _encode({"status": target.value, "updated_at": now(), **fields})
+        stamp = now()
+        values = _encode({"status": target.value, "updated_at": stamp, **fields})
         args: list[str] = [
             ",".join(allowed_from),
             str(self.ttl),
             "1" if count_attempt else "0",
             "1" if target.is_terminal else "0",
+            repr(stamp.timestamp()),
         ]
         for name, value in values.items():
             args += [name, value]
+        keys = [self.key(job_id), keyspace.PENDING.format(owner=""), keyspace.PENDING_SINCE]
         try:
-            previous = self._script(keys=[self.key(job_id), keyspace.PENDING.format(owner="")], args=args)
+            previous = self._script(keys=keys, args=args)
         except redis.ResponseError as exc:
             if str(exc).startswith("transition:"):
                 raise TransitionRefused(job_id, JobStatus(str(exc).split(":", 1)[1]), target) from None
@@ -273,10 +377,22 @@ class JobStore:
         return self._transition(job_id, JobStatus.PROCESSING, count_attempt=True, started_at=now())
 
     def succeed(
-        self, job_id: str, results: dict[str, ResultInfo], *, pass_id: str | None = None, pass_size: int | None = None
+        self,
+        job_id: str,
+        results: dict[str, ResultInfo],
+        *,
+        pass_id: str | None = None,
+        pass_size: int | None = None,
+        id_photos: list[IdPhotoSummary] | None = None,
     ) -> bool:
         return self._transition(
-            job_id, JobStatus.SUCCEEDED, results=results, finished_at=now(), pass_id=pass_id, pass_size=pass_size
+            job_id,
+            JobStatus.SUCCEEDED,
+            results=results,
+            finished_at=now(),
+            pass_id=pass_id,
+            pass_size=pass_size,
+            id_photos=id_photos,
         )
 
     def cancel(self, job_id: str) -> bool:

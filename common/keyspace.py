@@ -15,6 +15,8 @@ PREFIX = "backdrop:"
 
 JOB = PREFIX + "job:{job_id}"  # hash: one job record
 PENDING = PREFIX + "pending:{owner}"  # set: an owner's queued and processing jobs (the quota)
+PENDING_SINCE = PREFIX + "pending-since"  # sorted set: every queued or processing job, by its last sign of life
+RECONCILER_LOCK = PREFIX + "reconciler:lock"  # string: held (with a TTL) by the worker running the reconciler
 IDEMPOTENCY = PREFIX + "idempotency:{owner}:{key}"  # string: the job an Idempotency-Key created
 BATCH = PREFIX + "batch:{batch_id}"  # hash: one batch record
 BATCH_JOBS = PREFIX + "batch:{batch_id}:jobs"  # list: the batch's job ids in submission order

@@ -1,11 +1,18 @@
-"""The Celery side shared by the API (which only enqueues, by task name) and the worker."""
+"""The Celery side shared by the API (which only enqueues, by task name) and the worker: the app's
+configuration, sending a job's message, and finding which jobs have a message in the broker."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
+from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Exchange, Queue
+from kombu.transport.redis import Channel
 
 from common.batches import BatchStore
 from common.jobs import Job
@@ -50,6 +57,71 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
     )
     return app
+
+
+def queue_of(job: Job) -> str:
+    """The queue a job's message goes to: a batch's jobs to ``batch``, the others to ``interactive``."""
+    return BATCH_QUEUE if job.batch_id else INTERACTIVE_QUEUE
+
+
+def send_job(app: Celery, job_id: str, queue: str) -> None:
+    """Send ``process_job(job_id)``: the message carries only the id; the record holds everything else."""
+    app.send_task(PROCESS_JOB, args=[job_id], queue=queue)
+
+
+def job_of_message(payload: Any) -> str | None:
+    """The job id a ``process_job`` message (kombu's JSON envelope, as a dict) carries; None for any
+    other task or for a message that cannot be read."""
+    try:
+        if payload["headers"]["task"] != PROCESS_JOB:
+            return None
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return args[0] if args and isinstance(args[0], str) else None
+    except (KeyError, IndexError, TypeError, ValueError, binascii.Error):
+        return None
+
+
+def _queue_lists() -> list[str]:
+    """The Redis lists kombu keeps our queues in: one per queue and priority step."""
+    return [
+        name if step == 0 else f"{name}{Channel.sep}{step}"
+        for name in (INTERACTIVE_QUEUE, BATCH_QUEUE)
+        for step in Channel.priority_steps
+    ]
+
+
+def jobs_in_broker(client: redis.Redis) -> set[str]:
+    """Every job id with a ``process_job`` message waiting in a queue or delivered and not yet
+    acknowledged (kombu's ``unacked`` hash), read in one transaction so that no message moving between
+    the two (a redelivery) is missed. The one move not covered is kombu's pop before its unacked
+    record, a moment in a live worker: callers look twice before concluding that a message is lost."""
+    with client.pipeline(transaction=True) as pipe:
+        for name in _queue_lists():
+            pipe.lrange(name, 0, -1)
+        pipe.hvals(Channel.unacked_key)
+        *queued, unacked = pipe.execute()
+    found: set[str] = set()
+    for raw in [item for items in queued for item in items]:
+        found.add(_job_of_raw(raw, unacked=False) or "")
+    for raw in unacked:
+        found.add(_job_of_raw(raw, unacked=True) or "")
+    found.discard("")
+    return found
+
+
+def _job_of_raw(raw: str | bytes, *, unacked: bool) -> str | None:
+    """The job id of one stored message: a queue item is the envelope, an unacked entry is
+    ``[envelope, exchange, routing key]``."""
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return None
+    if unacked:
+        decoded = decoded[0] if isinstance(decoded, list) and decoded else None
+    return job_of_message(decoded)
 
 
 def notify(app: Celery, job: Job, event: str) -> None:

@@ -92,6 +92,24 @@ class Settings(BaseSettings):
         default=25, ge=5, description="seconds before an unacknowledged job is redelivered; above the longest job"
     )
     task_max_retries: int = Field(default=5, ge=0, description="retries of transient (storage, Redis) errors")
+    max_deliveries: int = Field(
+        default=5, ge=1, description="deliveries of a job to workers, then it fails worker_lost (it kills them)"
+    )
+    redis_outage_wait_seconds: int = Field(
+        default=600, ge=0, description="how long a running job waits in its worker for Redis to come back"
+    )
+    reconcile_interval_seconds: float = Field(
+        default=30, gt=0, description="how often the reconciler looks for pending jobs that have lost their message"
+    )
+    reconcile_after_timeouts: float = Field(
+        default=3,
+        ge=1,
+        description="a pending job untouched for this many visibility timeouts, with no message, is enqueued again",
+    )
+    test_exit_before_enqueue_file: Path | None = Field(
+        default=None,
+        description="tests only: while this file exists, the API deletes it and exits between a record and its message",
+    )
 
     # --- outbound requests ---------------------------------------------------------------
     fetch_allow_private: bool = Field(
@@ -108,6 +126,12 @@ class Settings(BaseSettings):
 
     # --- output ---------------------------------------------------------------------------
     decontaminate: bool = Field(default=True, description="estimate the true foreground colour at soft edges")
+    id_tilt_threshold_degrees: float = Field(
+        default=1.0, ge=0, le=45, description="ID photos: level the eye line when it tilts more than this"
+    )
+    id_max_upscale: float = Field(
+        default=2.0, ge=1, le=8, description="ID photos: refuse (resolution_too_low) to enlarge a photo more than this"
+    )
 
     @model_validator(mode="after")
     def _anonymous_only_when_embedded(self) -> Settings:

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from common.backgrounds import BackgroundSpec
-from common.errors import BackdropError, InvalidInput, RecordDamaged
+from common.errors import BackdropError, InvalidInput, RecordDamaged, WorkerLost
 from common.id_photo import matte_from_alpha
 from common.id_report import IdPhotoSummary
 from common.jobs import Job, JobStatus, ResultInfo, TransitionRefused
@@ -80,8 +80,13 @@ def render(
     return id_photo_files(results), summaries, forward
 
 
-def process_job(service: WorkerService, job_id: str) -> Outcome:
-    """Run one job. Bad input fails the job with its code; retryable errors propagate (to be retried)."""
+def process_job(service: WorkerService, job_id: str, *, new_delivery: bool = True) -> Outcome:
+    """Run one job. Bad input fails the job with its code; retryable errors propagate (to be retried).
+
+    ``new_delivery``: this run comes from a message newly handed to this worker (not a retry message,
+    nor a rerun within the same delivery). Such deliveries are counted; a job that has had
+    ``max_deliveries`` of them without finishing (its worker died each time) fails ``worker_lost``.
+    """
     try:
         job = service.jobs.get(job_id)
     except RecordDamaged as exc:
@@ -93,6 +98,19 @@ def process_job(service: WorkerService, job_id: str) -> Outcome:
     if job.status.is_terminal:
         # A redelivered message of a job that finished before its worker died.
         return Outcome(None, f"already {job.status.value}")
+    if new_delivery:
+        counted = service.jobs.add_delivery(job_id, service.settings.max_deliveries)
+        if counted is None:
+            return Outcome(None, "no record")
+        if not counted:
+            lost = WorkerLost(
+                f"delivered {service.settings.max_deliveries} times and never finished: its worker was lost each time"
+            )
+            log.error("job %s: %s", job_id, lost.message)
+            with contextlib.suppress(TransitionRefused):
+                if service.jobs.fail(job_id, lost.code, lost.message):
+                    service.events.job_finished(job_id)
+            return Outcome(JobStatus.FAILED, lost.code)
     try:
         if not service.jobs.start(job_id):
             return Outcome(None, "no record")

@@ -22,6 +22,7 @@ from common.storage import Storage, storage_from_settings
 from worker.batcher import Batcher
 from worker.faces import FaceDetector
 from worker.notifications import JobEvents
+from worker.reconciler import Reconciler, ReconcilerLoop
 from worker.retention import RetentionLoop
 from worker.runtime import ModelRunner
 
@@ -48,6 +49,7 @@ class WorkerService:
         self.api_keys = ApiKeyStore(client)
         self.events = JobEvents(celery, self.jobs, self.batches)  # celery None: no webhooks are queued
         self.retention = RetentionLoop(storage, settings)
+        self.reconciler: ReconcilerLoop | None = None  # started with the service when it has Celery
         self._faces: FaceDetector | None = None
         self._faces_lock = threading.Lock()
         self.name = f"{socket.gethostname()}:{threading.get_native_id()}"
@@ -66,6 +68,10 @@ class WorkerService:
         service = cls(settings, runner, storage_from_settings(settings), redis_from_settings(settings), celery)
         service.announce()
         service.retention.start()
+        if celery is not None:
+            reconciler = Reconciler(service.redis, service.jobs, service.events, celery, settings)
+            service.reconciler = ReconcilerLoop(reconciler, settings, service.name)
+            service.reconciler.start()
         log.info("worker ready: %s on %s (%s)", service.name, runner.device, runner.precision.value)
         return service
 
@@ -104,6 +110,8 @@ class WorkerService:
 
     def close(self) -> None:
         self.retention.stop()
+        if self.reconciler is not None:
+            self.reconciler.stop()
         self.batcher.close(timeout=60)
         self.redis.delete(keyspace.WORKER.format(name=self.name))
         self.redis.close()

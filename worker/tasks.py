@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 
 from common.errors import BackdropError
 from common.public import BatchModel, JobModel
@@ -17,8 +19,13 @@ from worker.service import WorkerService
 
 log = logging.getLogger(__name__)
 
+# Redis unreachable (or still loading its data after a restart): it is the broker as well as the records.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
 # Failures of services a job needs (not of the job itself) that are not Backdrop's own errors.
-TRANSIENT_SERVICE_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+TRANSIENT_SERVICE_ERRORS: tuple[type[Exception], ...] = REDIS_ERRORS
+# Waits between checks of whether Redis is back: doubling from the first, up to the last.
+REDIS_WAIT_FIRST_SECONDS = 0.5
+REDIS_WAIT_MAX_SECONDS = 5.0
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -30,23 +37,69 @@ def _backoff(retries: int) -> int:
     return min(2**retries, 30)
 
 
+def is_new_delivery(task: Task) -> bool:
+    """Whether this run's message is a new delivery of the job to a worker: its first message, one
+    the reconciler sent, or any message kombu handed out again after its worker was lost (not a retry
+    message this task published itself)."""
+    delivery_info = task.request.delivery_info or {}
+    return task.request.retries == 0 or bool(delivery_info.get("redelivered"))
+
+
+def wait_for_redis(client: redis.Redis, deadline: float) -> bool:
+    """Wait, with growing pauses, until Redis answers again; False if it has not by ``deadline`` (monotonic)."""
+    pause = REDIS_WAIT_FIRST_SECONDS
+    while True:
+        try:
+            client.ping()
+            return True
+        except redis.RedisError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, REDIS_WAIT_MAX_SECONDS)
+
+
 @app.task(name=PROCESS_JOB, bind=True, max_retries=settings.task_max_retries)
 def process_job_task(self: Task, job_id: str) -> str:
+    """Run a job; its message is acknowledged when this returns (``acks_late``).
+
+    A Redis outage is waited out here, the message unacknowledged, and the job run again: ``self.retry``
+    would publish through the broker that is down, and Celery turns that failed publish into a reject
+    that drops the message. Other transient errors are retried with ``self.retry`` and backoff; should
+    that publish fail, the outage is waited out here as well."""
     svc = service()
-    try:
-        outcome = process_job(svc, job_id)
-    except Exception as exc:
-        if not is_retryable(exc):
-            log.exception("job %s failed unexpectedly", job_id)
-            fail_job(svc, job_id, exc)
-            return "failed"
-        if self.request.retries >= self.max_retries:
-            log.error("job %s: giving up after %d retries: %s", job_id, self.request.retries, exc)
-            fail_job(svc, job_id, exc)
-            return "failed"
-        log.warning("job %s: transient error, retrying: %s", job_id, exc)
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-    return outcome.status.value if outcome.status else outcome.detail
+    new_delivery = is_new_delivery(self)
+    outage_deadline: float | None = None
+    while True:
+        try:
+            outcome = process_job(svc, job_id, new_delivery=new_delivery)
+            return outcome.status.value if outcome.status else outcome.detail
+        except REDIS_ERRORS as exc:
+            outage = exc
+        except Exception as exc:
+            if not is_retryable(exc):
+                log.exception("job %s failed unexpectedly", job_id)
+                fail_job(svc, job_id, exc)
+                return "failed"
+            if self.request.retries >= self.max_retries:
+                log.error("job %s: giving up after %d retries: %s", job_id, self.request.retries, exc)
+                fail_job(svc, job_id, exc)
+                return "failed"
+            log.warning("job %s: transient error, retrying: %s", job_id, exc)
+            try:
+                raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+            except Reject as rejected:
+                outage = rejected  # the retry could not be published: the broker is down
+        new_delivery = False  # the same delivery, run again
+        if outage_deadline is None:
+            outage_deadline = time.monotonic() + svc.settings.redis_outage_wait_seconds
+        log.warning("job %s: Redis is unreachable (%s); waiting for it with the message unacknowledged", job_id, outage)
+        if not wait_for_redis(svc.redis, outage_deadline):
+            # Handed back to the broker: requeued if it answers now, else its unacknowledged message is
+            # delivered again (or the job enqueued again by the reconciler) when Redis is back.
+            log.error("job %s: Redis still unreachable after %d s", job_id, svc.settings.redis_outage_wait_seconds)
+            raise Reject(outage, requeue=True) from outage
 
 
 @app.task(name=DELIVER_WEBHOOK, bind=True, max_retries=max(0, settings.webhook_max_attempts - 1))

@@ -58,15 +58,17 @@ def create_job(form: JobForm, header: JobHeaders) -> Response:  # type: ignore[v
     request = submissions.job_request(form, api)
     idempotency_key = (header.idempotency_key or "").strip()[:MAX_IDEMPOTENCY_KEY_LENGTH] or None
     body_hash = submissions.fingerprint(request) if idempotency_key else ""
-    replayed = submissions.replay(api, owner, idempotency_key, body_hash) if idempotency_key else None
-    if replayed is not None:
+    # The key is reserved, with the job's id, before anything of the job is written.
+    reservation = submissions.reserve(api, owner, idempotency_key, body_hash) if idempotency_key else None
+    if reservation is not None and reservation.job is not None:
+        replayed = reservation.job
         response = job_response(replayed, api, 200 if replayed.status.is_terminal else 202)
         response.headers["Idempotent-Replayed"] = "true"
         return response
     submissions.check_quota(api, owner)
-    job = submissions.enqueue_job(api, owner, request)
+    job = submissions.enqueue_job(api, owner, request, job_id=reservation.job_id if reservation else None)
     if idempotency_key:
-        job = submissions.remember(api, owner, idempotency_key, body_hash, job)
+        submissions.confirm(api, owner, idempotency_key, body_hash, job)
     wait = submissions.requested_wait(api, header.prefer or "")
     if wait:
         job = submissions.wait_for_terminal(api, job, wait)

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from common import keyspace
-from common.jobs import JobStatus, JobStore, ResultInfo, TransitionRefused
+from common.jobs import JobExists, JobStatus, JobStore, ResultInfo, TransitionRefused
 from common.options import JobOptions
 from tests.stores.conftest import TTL_SECONDS, new_job
 
@@ -56,3 +56,78 @@ def test_the_pending_set_counts_unfinished_jobs_per_owner(jobs: JobStore, client
     assert jobs.pending_count("owner-a") == 0
     jobs.delete(other)
     assert jobs.pending_count("owner-b") == 0 and jobs.get(other.id) is None
+
+
+def index_score(client: redis.Redis, job_id: str) -> float | None:
+    return client.zscore(keyspace.PENDING_SINCE, job_id)
+
+
+def test_creating_is_atomic_and_indexes_the_pending_job(jobs: JobStore, client: redis.Redis) -> None:
+    job = new_job(jobs)
+    assert index_score(client, job.id) is not None
+    with pytest.raises(JobExists):
+        jobs.create(job.id, "inputs/other", job.input, JobOptions(), owner="owner-b")
+    assert jobs.get(job.id) == job  # the first record is untouched
+    assert jobs.pending_count("owner-b") == 0
+
+
+def test_the_index_follows_the_state_machine(jobs: JobStore, client: redis.Redis) -> None:
+    job, canceled, deleted = new_job(jobs), new_job(jobs), new_job(jobs)
+    client.zadd(keyspace.PENDING_SINCE, {job.id: 1.0})
+    assert jobs.start(job.id)
+    assert index_score(client, job.id) > 1.0  # starting is a sign of life
+    assert jobs.stale(2.0, 10) == []
+    result = ResultInfo(key="results/x/c.jpg", format="jpeg", media_type="image/jpeg", bytes=3, width=4, height=3)
+    jobs.succeed(job.id, {"composite": result})
+    jobs.cancel(canceled.id)
+    jobs.delete(deleted)
+    assert client.zcard(keyspace.PENDING_SINCE) == 0
+
+
+def test_deliveries_are_counted_up_to_the_limit(jobs: JobStore) -> None:
+    job = new_job(jobs)
+    assert [jobs.add_delivery(job.id, 2) for _ in range(3)] == [True, True, False]
+    assert jobs.get(job.id).deliveries == 2
+    assert jobs.add_delivery("f" * 32, 2) is None
+
+
+def test_stale_lists_the_oldest_untouched_jobs(jobs: JobStore, client: redis.Redis) -> None:
+    old, older, fresh = new_job(jobs), new_job(jobs), new_job(jobs)
+    client.zadd(keyspace.PENDING_SINCE, {old.id: 20.0, older.id: 10.0})
+    assert jobs.stale(100.0, 10) == [(older.id, 10.0), (old.id, 20.0)]
+    assert jobs.stale(100.0, 1) == [(older.id, 10.0)]
+    jobs.seen([older.id, "f" * 32])
+    assert jobs.stale(100.0, 10) == [(old.id, 20.0)]
+    assert index_score(client, "f" * 32) is None  # a sign of life never adds a job
+    assert fresh.id not in dict(jobs.stale(100.0, 10))
+
+
+def test_reclaiming_claims_once_and_counts_a_lost_delivery_of_a_queued_job(jobs: JobStore, client: redis.Redis) -> None:
+    queued, running = new_job(jobs), new_job(jobs)
+    jobs.add_delivery(running.id, 3)
+    jobs.start(running.id)
+    client.zadd(keyspace.PENDING_SINCE, {queued.id: 5.0, running.id: 6.0})
+    assert jobs.reclaim(queued.id, 5.0, 3) == "requeue"
+    assert jobs.reclaim(queued.id, 5.0, 3) == "busy"  # already claimed: its score moved on
+    assert jobs.get(queued.id).deliveries == 1  # the lost message never started: counted here
+    assert jobs.reclaim(running.id, 6.0, 3) == "requeue"
+    assert jobs.get(running.id).deliveries == 1  # its delivery was counted when it started
+
+
+def test_reclaiming_a_job_out_of_deliveries_or_finished(jobs: JobStore, client: redis.Redis) -> None:
+    spent, finished = new_job(jobs), new_job(jobs)
+    jobs.add_delivery(spent.id, 2)
+    client.zadd(keyspace.PENDING_SINCE, {spent.id: 5.0, finished.id: 5.0})
+    assert jobs.reclaim(spent.id, 5.0, 2) == "exhausted"  # the lost one was its second delivery
+    client.hset(keyspace.JOB.format(job_id=finished.id), "status", "succeeded")
+    assert jobs.reclaim(finished.id, 5.0, 2) == "gone"
+    assert jobs.reclaim("f" * 32, 5.0, 2) == "gone"
+    assert index_score(client, finished.id) is None
+
+
+def test_jobs_of_the_pending_sets_join_the_index(jobs: JobStore, client: redis.Redis) -> None:
+    first, second = new_job(jobs), new_job(jobs, owner="owner-b")
+    client.delete(keyspace.PENDING_SINCE)  # records written before the index existed
+    assert jobs.index_pending_sets() == 2
+    assert {job_id for job_id, _ in jobs.stale(float("inf"), 10)} == {first.id, second.id}
+    assert jobs.index_pending_sets() == 0
