@@ -8,19 +8,9 @@ import redis
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from common.errors import BackdropError, QueueUnavailable
+from common.errors import HTTP_ERROR_CODES, OTHER_HTTP_ERROR_CODE, BackdropError, QueueUnavailable
 
 log = logging.getLogger(__name__)
-
-# Stable codes for the errors Flask itself raises.
-HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-}
 
 
 # When to come back after a 429 (too many pending jobs) or a 503 (a service is down).
@@ -49,7 +39,7 @@ def register_error_handlers(app: Flask) -> None:
         message = exc.description or exc.name
         if status == 413:
             message = "the request body is larger than the upload limit"
-        response = error_response(status, HTTP_CODES.get(status, "http_error"), message)
+        response = error_response(status, HTTP_ERROR_CODES.get(status, OTHER_HTTP_ERROR_CODE), message)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":  # e.g. Allow on a 405
                 response.headers[name] = value

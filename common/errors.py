@@ -283,3 +283,27 @@ class UnknownSheet(InvalidOption):
 
     code = "unknown_sheet"
     http_status = 422
+
+
+# Stable codes of the errors the HTTP layer itself raises (routing, methods, body size, rate limits).
+HTTP_ERROR_CODES: dict[int, str] = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+OTHER_HTTP_ERROR_CODE = "http_error"
+
+
+def error_codes() -> list[str]:
+    """Every code an error body or a failed job can carry: the hierarchy's and the HTTP layer's."""
+    codes = {OTHER_HTTP_ERROR_CODE, *HTTP_ERROR_CODES.values()}
+    pending: list[type[BackdropError]] = [BackdropError]
+    while pending:
+        cls = pending.pop()
+        codes.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    return sorted(codes)

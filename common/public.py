@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from common.batches import Batch, BatchCounts
+from common.errors import error_codes
 from common.id_report import IdPhotoSummary
 from common.jobs import Job, JobStatus, now
 from common.options import JobOptions
@@ -18,7 +19,9 @@ from common.storage import Storage
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="stable, machine-readable", examples=["invalid_option"])
+    code: str = Field(
+        description="stable, machine-readable", examples=["invalid_option"], json_schema_extra={"enum": error_codes()}
+    )
     message: str
 
 
