@@ -181,6 +181,12 @@ class RecordDamaged(BackdropError):
         self.owner = owner
 
 
+class StorageFull(StorageError):
+    """Local storage has less free space than the configured minimum: uploads would fail."""
+
+    code = "storage_full"
+
+
 class ObjectNotFound(NotFound):
     """A stored object (an upload or a result) does not exist, or no longer does: a kind of NotFound."""
 

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8080", description="how clients reach the API (LocalStorage download URLs)"
     )
     signing_secret: str = Field(default="", description="HMAC key of LocalStorage URLs; empty: one per data dir")
+    local_storage_min_free_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=0, description="local storage is not ready (readyz 503) with less free space"
+    )
     s3_bucket: str = Field(default="backdrop", description="bucket for uploads and results")
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, R2); None: AWS")
     s3_public_endpoint_url: str | None = Field(default=None, description="endpoint written into presigned URLs")

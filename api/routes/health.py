@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from api.context import ctx
 from api.schemas import HealthModel, ReadyModel
-from common.errors import BackdropError
+from common.errors import BackdropError, StorageFull
+
+log = logging.getLogger(__name__)
 
 health = APIBlueprint("health", __name__, abp_tags=[Tag(name="health")])
 
@@ -21,17 +25,23 @@ def healthz() -> Response:
 
 @health.get("/readyz", responses={200: ReadyModel, 503: ReadyModel})
 def readyz() -> tuple[Response, int]:
-    """Redis and storage are reachable: the API can accept and report jobs."""
+    """Redis and storage are reachable and storage has room: the API can accept and report jobs. The
+    answer says which check failed, never why (that goes to the log: callers are anonymous)."""
     checks: dict[str, str] = {}
     try:
         ctx().redis.ping()
         checks["redis"] = "ok"
     except redis.RedisError as exc:
-        checks["redis"] = f"unreachable: {exc}"
+        log.warning("readiness: redis unreachable: %s", exc)
+        checks["redis"] = "unreachable"
     try:
         ctx().storage.check()
         checks["storage"] = "ok"
+    except StorageFull as exc:
+        log.warning("readiness: %s", exc.message)
+        checks["storage"] = "full"
     except BackdropError as exc:
-        checks["storage"] = f"unreachable: {exc.message}"
+        log.warning("readiness: storage unavailable: %s", exc.message)
+        checks["storage"] = "unreachable"
     ready = all(value == "ok" for value in checks.values())
     return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503

@@ -25,5 +25,6 @@ def storage_from_settings(settings: Settings) -> Storage:
             settings.data_dir / "storage",
             base_url=settings.public_base_url,
             secret=local_secret(settings.data_dir, settings.signing_secret),
+            min_free_bytes=settings.local_storage_min_free_bytes,
         )
     raise ValueError(f"unknown storage backend {settings.storage!r}")

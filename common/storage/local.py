@@ -11,13 +11,14 @@ import json
 import mimetypes
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from common.errors import ObjectNotFound, StorageError
+from common.errors import ObjectNotFound, StorageError, StorageFull
 from common.storage.base import DEFAULT_CONTENT_TYPE, FileServer, Storage, check_expiry
 from common.storage.layout import validate_key
 
@@ -31,10 +32,11 @@ class LocalStorage(Storage):
     or the new object, never part of one. Content types live in ``root/meta/<key>.json``.
     """
 
-    def __init__(self, root: Path, *, base_url: str, secret: bytes) -> None:
+    def __init__(self, root: Path, *, base_url: str, secret: bytes, min_free_bytes: int = 0) -> None:
         if not secret:
             raise ValueError("LocalStorage needs a non-empty signing secret")
         self.root = Path(root)
+        self.min_free_bytes = min_free_bytes
         self.base_url = base_url.rstrip("/")
         self._secret = bytes(secret)
         self._objects = self.root / "objects"
@@ -165,6 +167,9 @@ class LocalStorage(Storage):
         for directory in (self._objects, self._meta, self._tmp):
             if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
                 raise StorageError(f"the storage directory {directory} is missing or not writable")
+        free = shutil.disk_usage(self._objects).free
+        if free < self.min_free_bytes:
+            raise StorageFull(f"{free} bytes free under {self.root}, below the minimum of {self.min_free_bytes}")
 
     # -- for the API, which serves the files --
 
