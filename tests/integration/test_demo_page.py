@@ -103,9 +103,22 @@ class PageLog:
         return [text for text in self.console if "Content Security Policy" in text]
 
 
+DESKTOP = {"width": 1100, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
 @pytest.fixture
 def page_and_log(browser: Browser) -> Iterator[tuple[Page, PageLog]]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    yield from _page_and_log(browser, DESKTOP)
+
+
+@pytest.fixture
+def phone_page_and_log(browser: Browser) -> Iterator[tuple[Page, PageLog]]:
+    yield from _page_and_log(browser, PHONE)
+
+
+def _page_and_log(browser: Browser, viewport: dict[str, int]) -> Iterator[tuple[Page, PageLog]]:
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(30_000)
     log = PageLog()
@@ -139,6 +152,18 @@ def photo_png(path: Path, size: tuple[int, int] = PHOTO_SIZE, transparent_column
     rgba[:, :transparent_columns, 3] = 0
     Image.fromarray(rgba).save(path, "PNG")
     return path
+
+
+def solid_png(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Path:
+    Image.new("RGB", size, colour).save(path, "PNG")
+    return path
+
+
+def job_posts(page: Page) -> list[str]:
+    """Records the URLs of the page's POST requests to /v1/jobs from now on."""
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    return posts
 
 
 def wait_for_result(page: Page, timeout: float = JOB_TIMEOUT_MS) -> None:
@@ -221,21 +246,67 @@ def test_a_photo_gets_a_blue_background(page_and_log: tuple[Page, PageLog], demo
         page.screenshot(path=str(Path(screenshots) / "demo-result.png"), full_page=True)
 
 
-def test_a_text_file_shows_the_api_error(page_and_log: tuple[Page, PageLog], demo_page: Demo, tmp_path: Path) -> None:
+def test_a_text_file_is_refused_by_the_page_before_any_upload(
+    page_and_log: tuple[Page, PageLog], demo_page: Demo, tmp_path: Path
+) -> None:
     page, log = page_and_log
-    text = tmp_path / "notes.txt"
+    text = tmp_path / "notes.jpg"  # its name says JPEG; its bytes say otherwise
     text.write_text("this is not a photo\n")
+    posts = job_posts(page)
     demo_page.open(page)
     page.set_input_files("#photo", str(text))
+    page.wait_for_selector("#error", state="visible")
+
+    assert page.text_content("#error-title") == "This file is not a photo"
+    assert "notes.jpg" in page.text_content("#error-message")
+    assert page.is_hidden("#original-frame"), "no broken image for a file that is not one"
+    assert page.is_hidden("#error-detail")
+    page.click("#submit")
+    assert page.text_content("#error-title") == "No photo chosen"
+    assert "no_photo" not in page.inner_text("#error")
+    assert posts == [], "nothing may be uploaded"
+    assert page.is_enabled("#submit")
+    assert not log.errors, log.errors
+    assert not log.csp_violations(), log.csp_violations()
+
+
+def test_a_refusal_of_the_server_gets_a_title_and_keeps_its_detail(
+    page_and_log: tuple[Page, PageLog], demo_page: Demo, tmp_path: Path
+) -> None:
+    page, log = page_and_log
+    demo_page.open(page)
+    page.set_input_files("#photo", str(solid_png(tmp_path / "tiny.png", (200, 10, 10), size=(16, 16))))
+    page.wait_for_function("() => document.getElementById('original').naturalWidth > 0")
     page.click("#submit")
     page.wait_for_selector("#error", state="visible")
 
-    assert page.text_content("#error-code") == "unsupported_image"
-    assert "unsupported_image" in page.text_content("#error")
-    assert page.text_content("#error-message").strip()
+    assert page.text_content("#error-title") == "This photo is too small"
+    assert page.text_content("#error-message") == "Very small images cannot be processed; use a larger photo."
+    assert page.is_visible("#error-detail")
+    assert page.text_content("#error-code") == "image_too_small"
+    assert page.text_content("#error-server-message").strip()
     assert page.get_attribute("#status", "data-state") == "failed"
-    assert page.is_hidden("#result")
-    assert page.is_enabled("#submit"), "the form must be usable again after an error"
+    assert not log.errors, log.errors
+
+
+def test_an_image_background_reaches_the_worker(
+    page_and_log: tuple[Page, PageLog], demo_page: Demo, tmp_path: Path
+) -> None:
+    page, log = page_and_log
+    demo_page.open(page)
+    page.set_input_files("#photo", str(photo_png(tmp_path / "portrait.png")))
+    page.click("[data-background=image]")
+    page.set_input_files("#background-image", str(solid_png(tmp_path / "wall.png", (200, 30, 90))))
+    page.wait_for_function("() => document.getElementById('background-image-name').textContent.includes('wall.png')")
+    page.select_option("#format", "png")
+    page.click("#submit")
+    wait_for_result(page)
+
+    response = http("GET", page.get_attribute("#download", "href") or "")
+    assert response.status == 200
+    with Image.open(io.BytesIO(response.body)) as image:
+        band = np.asarray(image.convert("RGB"))[:, :TRANSPARENT_COLUMNS].reshape(-1, 3)
+    assert (band == (200, 30, 90)).all(), np.unique(band, axis=0)[:5]
     assert not log.errors, log.errors
     assert not log.csp_violations(), log.csp_violations()
 
@@ -311,11 +382,14 @@ def test_api_key_custom_colour_retry_after_and_a_failed_job(page_and_log: tuple[
     page.set_input_files("#photo", str(photo_png(tmp_path / "portrait.png")))
     page.fill("#custom-color", "#123456")
     assert page.is_checked("#bg-custom")
+    assert page.text_content("#custom-color-value") == "#123456"
     page.click("#submit")
     page.wait_for_selector("#error", state="visible")
 
+    assert page.text_content("#error-title") == "This photo could not be read"
+    assert page.text_content("#error-message") == "The file seems damaged or incomplete. Save or export it again."
+    assert page.text_content("#error-server-message") == "truncated data"
     assert page.text_content("#error-code") == "corrupt_image"
-    assert page.text_content("#error-message") == "truncated data"
     assert page.get_attribute("#status", "data-state") == "failed"
     calls = api.api_requests()
     assert [(method, path) for _, method, path, _, _ in calls] == [
@@ -370,3 +444,98 @@ def test_transparent_forces_png_and_shows_a_result_from_another_origin(
     assert page.is_enabled("#format") and page.input_value("#format") == "jpeg"
     assert not log.errors, log.errors
     assert not log.csp_violations(), log.csp_violations()
+
+
+def _succeeded(result_png: bytes) -> FakeApi:
+    url = f"{FAKE_RESULTS_ORIGIN}/bucket/job-1/composite.png"
+    composite = {"url": url, "format": "png", "media_type": "image/png", "bytes": 1234, "width": 160, "height": 200}
+    return FakeApi(
+        poll_answers=[(200, {"id": "job-1", "status": "succeeded", "results": {"composite": composite}}, {})],
+        result_png=result_png,
+    )
+
+
+def _png_bytes(size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_blur_and_image_backgrounds_are_offered_and_sent(page_and_log: tuple[Page, PageLog], tmp_path: Path) -> None:
+    page, log = page_and_log
+    api = _succeeded(_png_bytes(PHOTO_SIZE, (1, 2, 3)))
+    api.install(page)
+    page.goto(f"{FAKE_ORIGIN}/")
+    page.set_input_files("#photo", str(photo_png(tmp_path / "portrait.png")))
+    page.wait_for_function("() => document.getElementById('original').naturalWidth > 0")
+
+    page.click("[data-background=blur]")
+    assert page.is_checked("#bg-blur") and page.is_hidden("#background-image-row")
+    page.click("#submit")
+    wait_for_result(page, timeout=30_000)
+    assert form_field(api.api_requests()[0][4], "background") == "blur"
+
+    page.click("[data-background=image]")
+    assert page.is_visible("#background-image-row")
+    page.click("#submit")
+    assert page.text_content("#error-title") == "No background image chosen"
+    assert len([r for r in api.api_requests() if r[1] == "POST"]) == 1, "no upload without the background image"
+
+    not_an_image = tmp_path / "wall.png"
+    not_an_image.write_text("plain text")
+    page.set_input_files("#background-image", str(not_an_image))
+    page.wait_for_selector("#error", state="visible")
+    assert page.text_content("#error-title") == "The background is not an image"
+
+    beach = solid_png(tmp_path / "beach.png", (10, 120, 200))
+    page.set_input_files("#background-image", str(beach))
+    page.wait_for_function("() => document.getElementById('background-image-name').textContent.includes('beach')")
+    page.click("#submit")
+    wait_for_result(page, timeout=30_000)
+    posts = [r for r in api.api_requests() if r[1] == "POST"]
+    assert len(posts) == 2
+    body = posts[1][4]
+    assert form_field(body, "background") == "image"
+    assert b'name="background_image"; filename="beach.png"' in body
+    # (Routed requests carry file parts without their bytes; the real stack's test checks the pixels.)
+    assert not log.errors, log.errors
+    assert not log.csp_violations(), log.csp_violations()
+
+
+def test_one_colour_control_and_the_file_name_once(page_and_log: tuple[Page, PageLog], tmp_path: Path) -> None:
+    page, log = page_and_log
+    FakeApi(poll_answers=[(200, {}, {})]).install(page)
+    page.goto(f"{FAKE_ORIGIN}/")
+    assert page.locator("input[type=color]").count() == 1
+    assert page.locator("[data-background=custom] input[type=color]").count() == 1, "the swatch is the picker"
+    assert "Custom colour" not in page.inner_text("main")
+
+    page.set_input_files("#photo", str(photo_png(tmp_path / "portrait-of-me.png")))
+    page.wait_for_function("() => document.getElementById('original').naturalWidth > 0")
+    assert page.inner_text("main").count("portrait-of-me.png") == 1
+    assert "portrait-of-me.png" in page.text_content("#photo-name")
+    box = page.locator("#photo").bounding_box()
+    assert box is not None and box["width"] <= 1 and box["height"] <= 1, "the native input (and its name) is hidden"
+    assert page.is_visible("#photo-button")
+    assert not log.errors, log.errors
+
+
+def test_on_a_phone_the_result_is_scrolled_into_view(phone_page_and_log: tuple[Page, PageLog], tmp_path: Path) -> None:
+    page, log = phone_page_and_log
+    _succeeded(_png_bytes(PHOTO_SIZE, (1, 2, 3))).install(page)
+    page.goto(f"{FAKE_ORIGIN}/")
+    page.set_input_files("#photo", str(photo_png(tmp_path / "portrait.png")))
+    page.wait_for_function("() => document.getElementById('original').naturalWidth > 0")
+    below = page.evaluate("() => document.getElementById('original-frame').getBoundingClientRect().bottom")
+    assert below > PHONE["height"], "on this viewport the result lies below the first screen"
+
+    page.click("#submit")
+    wait_for_result(page, timeout=30_000)
+    page.wait_for_function(
+        """() => {
+          const box = document.getElementById('result').getBoundingClientRect();
+          return box.height > 0 && box.top >= 0 && box.bottom <= window.innerHeight;
+        }"""
+    )
+    assert page.evaluate("window.scrollY") > 0
+    assert not log.errors, log.errors
