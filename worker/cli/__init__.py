@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from worker.cli.idphoto import idphoto
 from worker.cli.keys import keys
 from worker.cli.replace import replace
 from worker.cli.serve import serve
@@ -65,3 +66,4 @@ main.add_command(replace)
 main.add_command(weights)
 main.add_command(serve)
 main.add_command(keys)
+main.add_command(idphoto)
