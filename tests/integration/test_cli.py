@@ -84,27 +84,26 @@ def test_failures_are_named_and_others_still_processed(tmp_path: Path, official_
     text = tmp_path / "text.jpg"
     text.write_text("hello")
     tiny = _photo(tmp_path / "tiny.png", (8, 8))
+    missing = tmp_path / "missing.jpg"
 
     result = run_cli(
-        "replace", good, truncated, text, tiny, "--background", "#00ff00", "-f", "png", "-o", "out",
+        "replace", good, truncated, text, tiny, missing, "--background", "#00ff00", "-f", "png", "-o", "out",
         model_path=official_format_checkpoint, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1
-    assert "1 of 4 photos done" in result.stderr
+    assert "1 of 5 photos done" in result.stderr
     assert f"{truncated}: corrupt_image" in result.stderr
     assert f"{text}: unsupported_image" in result.stderr
     assert f"{tiny}: image_too_small" in result.stderr
+    assert f"{missing}: unreadable" in result.stderr
     assert _size(tmp_path / "out" / "good.png") == (64, 64)
 
 
 @pytest.mark.parametrize("server", [False, True])
 def test_missing_inputs_are_named_before_the_model_or_a_server_is_used(tmp_path: Path, server: bool) -> None:
-    good = _photo(tmp_path / "good.png", (64, 64))
     # No weights and no server: had the model been loaded (or the server called) first, that error would show.
     remote = ["--server", "http://127.0.0.1:9"] if server else []
-    result = run_cli(
-        "replace", good, "nonexist.jpg", "gone", *remote, model_path=tmp_path / "absent.ckpt", cwd=tmp_path
-    )
+    result = run_cli("replace", "nonexist.jpg", "gone", *remote, model_path=tmp_path / "absent.ckpt", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "no such file or folder: nonexist.jpg, gone" in result.stderr
     assert "weights fetch" not in result.stderr and "absent.ckpt" not in result.stderr

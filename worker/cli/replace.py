@@ -62,9 +62,10 @@ def _job_options(values: Mapping[str, Any]) -> JobOptions:
 
 
 def check_inputs_exist(inputs: tuple[Path, ...]) -> None:
-    """A usage error naming every INPUT that is neither a file nor a folder, before any model or server is used."""
+    """When no INPUT is a file or a folder, a usage error naming them all, before any model or server is
+    used; a missing one among others is reported with the run's other failures."""
     missing = [str(path) for path in inputs if not path.exists()]
-    if missing:
+    if missing and len(missing) == len(inputs):
         raise click.BadParameter("no such file or folder: " + ", ".join(missing), param_hint="'INPUT...'")
 
 
