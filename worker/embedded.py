@@ -6,6 +6,7 @@ Used by ``backdrop serve`` and by the integration tests, so both start things th
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,12 +14,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 import redis
 
 BIN_DIR = Path(sys.executable).parent
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_UMASK = 0o077
+REDIS_PASSWORD_FILE = "redis.password"
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 
 
 def free_port() -> int:
@@ -66,10 +73,19 @@ class ManagedProcess:
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        # Logs may name jobs and keys: readable by their owner only.
+        descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+        os.chmod(log_path, PRIVATE_FILE_MODE)
+        self._log: IO[bytes] = os.fdopen(descriptor, "ab")
         self._log_start = self._log.seek(0, os.SEEK_END)  # the log is appended to: this run's part starts here
         self.process = subprocess.Popen(
-            list(argv), env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+            list(argv),
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            umask=PRIVATE_UMASK,  # what the child writes (Redis's append-only file) is private too
         )
 
     def alive(self) -> bool:
@@ -103,9 +119,30 @@ class ManagedProcess:
             return ""
 
 
-def start_redis(data_dir: Path, port: int, *, persist: bool, log_path: Path, databases: int = 16) -> ManagedProcess:
-    """A Redis on loopback; with ``persist``, append-only so accepted jobs survive a restart."""
+def embedded_redis_password(data_dir: Path) -> str:
+    """The password of the embedded Redis, made once and kept in ``data_dir/redis.password`` (0600)."""
+    path = data_dir / REDIS_PASSWORD_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with suppress(FileExistsError):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def redis_url_of(port: int, password: str | None = None, database: int = 0) -> str:
+    credentials = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{credentials}127.0.0.1:{port}/{database}"
+
+
+def start_redis(
+    data_dir: Path, port: int, *, persist: bool, log_path: Path, databases: int = 16, password: str | None = None
+) -> ManagedProcess:
+    """A Redis on loopback; with ``persist``, append-only so accepted jobs survive a restart; with
+    ``password``, refusing clients that do not give it."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
     argv = [
         find_redis_server(),
         "--port", str(port),
@@ -116,8 +153,10 @@ def start_redis(data_dir: Path, port: int, *, persist: bool, log_path: Path, dat
         "--daemonize", "no",
         "--databases", str(databases),
     ]  # fmt: skip
+    if password:
+        argv += ["--requirepass", password]
     proc = ManagedProcess("redis", argv, env=os.environ, log_path=log_path, cwd=data_dir)
-    url = f"redis://127.0.0.1:{port}/0"
+    url = redis_url_of(port, password)
     try:
         wait_until(lambda: redis_reachable(url) or not proc.alive(), 15, "redis-server")
     except TimeoutError:
@@ -150,5 +189,7 @@ def api_argv(host: str, port: int, *, workers: int = 1, threads: int = 8) -> lis
         "--threads", str(threads),
         "--graceful-timeout", "10",
         "--access-logfile", "-",
+        # The path without its query string: signed download links must not land in a log.
+        "--access-logformat", ACCESS_LOG_FORMAT,
         "api.app:create_app()",
     ]  # fmt: skip

@@ -7,6 +7,7 @@ append-only file under the data dir), one worker, the API; local storage under t
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import os
 import signal
@@ -25,8 +26,10 @@ from pretrained.fetch import missing_weights_message
 from worker.embedded import (
     ManagedProcess,
     api_argv,
+    embedded_redis_password,
     free_port,
     redis_reachable,
+    redis_url_of,
     start_redis,
     wait_until,
     worker_argv,
@@ -56,6 +59,16 @@ def _bind_error(host: str, port: int) -> OSError | None:
         except OSError as exc:
             return exc
     return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is an address (or the name) of this machine's loopback interface."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_port(host: str, port: int) -> None:
@@ -115,10 +128,21 @@ def describe_worker(record: dict[str, str]) -> str:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the API listens on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port of the API.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Default: BACKDROP_DATA_DIR.")
-def serve(host: str, port: int, data_dir: Path | None) -> None:
+@click.option(
+    "--allow-anonymous",
+    is_flag=True,
+    help="With a --host other than loopback and no API keys: let anyone who reaches it use the API.",
+)
+def serve(host: str, port: int, data_dir: Path | None, allow_anonymous: bool) -> None:
     """Run Redis, a worker and the API until Ctrl-C."""
     settings = get_settings()
     data_dir = (data_dir or settings.data_dir).resolve()
+    anonymous = os.environ.get("BACKDROP_AUTH", "disabled") == "disabled"
+    if anonymous and not is_loopback(host) and not allow_anonymous:
+        raise click.ClickException(
+            f"--host {host} would let anyone who can reach it use the API without a key. Run with "
+            "BACKDROP_AUTH=required (and create keys with `backdrop keys create`), or pass --allow-anonymous."
+        )
     check_port(host, port)
     if not Path(settings.model_path).is_file():
         raise click.ClickException(missing_weights_message(settings.model_path))
@@ -140,8 +164,13 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
             click.echo(f"using Redis at {redis_url}", err=True)
         else:
             redis_port = free_port()
-            children.append(start_redis(data_dir / "redis", redis_port, persist=True, log_path=logs / "redis.log"))
-            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            password = embedded_redis_password(data_dir)
+            children.append(
+                start_redis(
+                    data_dir / "redis", redis_port, persist=True, log_path=logs / "redis.log", password=password
+                )
+            )
+            redis_url = redis_url_of(redis_port, password)
             click.echo(f"started Redis on 127.0.0.1:{redis_port} (append-only file in {data_dir / 'redis'})", err=True)
         env["BACKDROP_REDIS_URL"] = redis_url
 
