@@ -14,7 +14,7 @@ from common.jobs import JobStore
 from common.keyspace import redis_from_settings
 from common.queue import make_celery
 from common.settings import Settings
-from common.storage import Storage, storage_from_settings
+from common.storage import Storage, guarded_storage_from_settings
 
 EXTENSION = "backdrop"
 
@@ -39,7 +39,7 @@ class ApiContext:
             jobs=jobs,
             batches=BatchStore(client, jobs),
             api_keys=ApiKeyStore(client),
-            storage=storage_from_settings(settings),
+            storage=guarded_storage_from_settings(settings),
             celery=make_celery(settings),
         )
 

@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = Field(default=None)
     s3_secret_access_key: str | None = Field(default=None)
     s3_create_bucket: bool = Field(default=False, description="create the bucket at start when it is absent")
+    storage_connect_timeout_seconds: float = Field(default=3.0, gt=0, description="S3: bound on connecting")
+    storage_read_timeout_seconds: float = Field(default=10.0, gt=0, description="S3: bound on each read of an answer")
+    storage_max_attempts: int = Field(
+        default=2, ge=1, le=10, description="S3: attempts of one call, the first included"
+    )
+    storage_breaker_failures: int = Field(
+        default=3, ge=1, description="API: storage errors in a row after which calls fail at once for a while"
+    )
+    storage_breaker_reset_seconds: float = Field(
+        default=10.0, gt=0, description="API: how long storage calls fail at once before one is tried again"
+    )
 
     # --- service: worker -----------------------------------------------------------------
     max_batch_size: int = Field(default=8, ge=1, le=256, description="images per forward pass")

@@ -13,7 +13,7 @@ from common.storage.base import (
     Storage,
     attachment_disposition,
 )
-from common.storage.factory import storage_from_settings
+from common.storage.factory import guarded_storage_from_settings, storage_from_settings
 from common.storage.layout import (
     JOB_OBJECT_PREFIXES,
     background_key,
@@ -36,6 +36,7 @@ __all__ = [
     "Storage",
     "attachment_disposition",
     "background_key",
+    "guarded_storage_from_settings",
     "input_key",
     "job_prefix",
     "local_secret",

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from common.settings import Settings
 from common.storage.base import Storage
+from common.storage.breaker import GuardedStorage
 from common.storage.local import LocalStorage, local_secret
 from common.storage.s3 import S3Storage
+
+
+def guarded_storage_from_settings(settings: Settings) -> Storage:
+    """The storage behind a circuit breaker, for the API's request threads."""
+    return GuardedStorage(
+        storage_from_settings(settings),
+        failures=settings.storage_breaker_failures,
+        reset_seconds=settings.storage_breaker_reset_seconds,
+    )
 
 
 def storage_from_settings(settings: Settings) -> Storage:
@@ -19,6 +29,9 @@ def storage_from_settings(settings: Settings) -> Storage:
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key,
             create_bucket=settings.s3_create_bucket,
+            connect_timeout=settings.storage_connect_timeout_seconds,
+            read_timeout=settings.storage_read_timeout_seconds,
+            max_attempts=settings.storage_max_attempts,
         )
     if settings.storage == "local":
         return LocalStorage(
