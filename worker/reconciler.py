@@ -151,6 +151,8 @@ class ReconcilerLoop:
                     report = self.reconciler.run_once(time.time())
                     if report.requeued or report.failed:
                         log.info("reconciler: %d enqueued again, %d failed", len(report.requeued), len(report.failed))
+            except redis.RedisError as exc:
+                log.warning("reconciler: Redis unavailable (%s); will try again", exc)
             except Exception:
                 log.warning("reconciler run failed; will try again", exc_info=True)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import redis
 from celery import Task
 from celery.exceptions import Reject
+from celery.signals import worker_shutting_down
 
 from common.errors import BackdropError
 from common.public import BatchModel, JobModel
@@ -26,6 +28,13 @@ TRANSIENT_SERVICE_ERRORS: tuple[type[Exception], ...] = REDIS_ERRORS
 # Waits between checks of whether Redis is back: doubling from the first, up to the last.
 REDIS_WAIT_FIRST_SECONDS = 0.5
 REDIS_WAIT_MAX_SECONDS = 5.0
+# Set when the worker begins to shut down: a job waiting for Redis gives up and leaves its message to the broker.
+_shutting_down = threading.Event()
+
+
+@worker_shutting_down.connect
+def _stop_waiting(**_: object) -> None:
+    _shutting_down.set()
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -46,7 +55,8 @@ def is_new_delivery(task: Task) -> bool:
 
 
 def wait_for_redis(client: redis.Redis, deadline: float) -> bool:
-    """Wait, with growing pauses, until Redis answers again; False if it has not by ``deadline`` (monotonic)."""
+    """Wait, with growing pauses, until Redis answers again; False if it has not by ``deadline``
+    (monotonic), or when the worker is shutting down."""
     pause = REDIS_WAIT_FIRST_SECONDS
     while True:
         try:
@@ -54,9 +64,8 @@ def wait_for_redis(client: redis.Redis, deadline: float) -> bool:
             return True
         except redis.RedisError:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or _shutting_down.wait(min(pause, left)):
                 return False
-            time.sleep(min(pause, left))
             pause = min(pause * 2, REDIS_WAIT_MAX_SECONDS)
 
 
@@ -98,7 +107,7 @@ def process_job_task(self: Task, job_id: str) -> str:
         if not wait_for_redis(svc.redis, outage_deadline):
             # Handed back to the broker: requeued if it answers now, else its unacknowledged message is
             # delivered again (or the job enqueued again by the reconciler) when Redis is back.
-            log.error("job %s: Redis still unreachable after %d s", job_id, svc.settings.redis_outage_wait_seconds)
+            log.error("job %s: Redis still unreachable; the job is left to its message's redelivery", job_id)
             raise Reject(outage, requeue=True) from outage
 
 

@@ -1,0 +1,282 @@
+"""No accepted job is lost or stuck, each time killing a real process at the moment that matters: a
+worker frozen just after Redis handed it a message, Redis itself, the API between a record and its
+message, and a job that takes its worker down with it at every delivery."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from common import keyspace
+from common.jobs import Job, JobStore
+from common.queue import INTERACTIVE_QUEUE, jobs_in_broker
+from tests.integration.stack import Stack, http, multipart
+from tests.integration.test_service import rgba_photo
+from worker.embedded import ManagedProcess, free_port, start_redis, wait_until
+
+# Short visibility timeouts and a reconciler that runs often and looks at jobs untouched for one
+# visibility timeout, so that every repair happens within seconds.
+FAST = {
+    "BACKDROP_VISIBILITY_TIMEOUT": "5",
+    "BACKDROP_RECONCILE_INTERVAL_SECONDS": "0.5",
+    "BACKDROP_RECONCILE_AFTER_TIMEOUTS": "1",
+}
+# The reconciler out of the way: a repair must come from the mechanism under test alone.
+NO_RECONCILER = {**FAST, "BACKDROP_RECONCILE_AFTER_TIMEOUTS": "1000"}
+DEADLINE = 60  # seconds: bound on every wait of these tests
+OUTAGE_SECONDS = 3  # how long Redis stays down once a running job has met its crash
+
+
+def store(stack: Stack) -> JobStore:
+    return JobStore(stack.redis, stack.settings.job_ttl_seconds)
+
+
+def record(stack: Stack, job_id: str) -> Job:
+    job = store(stack).get(job_id)
+    assert job is not None, f"job {job_id} has no record"
+    return job
+
+
+def submit(stack: Stack, seed: int, **fields: str) -> str:
+    response = stack.submit(rgba_photo(seed, size=(120, 160)), background="red", **fields)
+    assert response.status == 202, response.body
+    return response.json()["id"]
+
+
+def pending_ids(stack: Stack) -> set[str]:
+    """Every job id in an owner's pending set (the quota)."""
+    found: set[str] = set()
+    for key in stack.redis.scan_iter(keyspace.PENDING.format(owner="*")):
+        found |= stack.redis.smembers(key)
+    return found
+
+
+def wait_all(stack: Stack, ids: list[str], status: str = "succeeded") -> dict[str, dict]:
+    jobs = {job_id: stack.wait_for(job_id, timeout=DEADLINE) for job_id in ids}
+    assert {job_id: job["status"] for job_id, job in jobs.items()} == dict.fromkeys(ids, status)
+    return jobs
+
+
+# --- 1. a worker killed between kombu's pop and its unacked record ---------------------------------------
+
+
+def freeze_until_a_message_is_taken(stack: Stack, worker: ManagedProcess, seed: int) -> tuple[list[str], str]:
+    """Freeze the idle worker (SIGSTOP) and submit jobs until Redis hands one to the frozen worker's
+    pending BRPOP: the message is then out of the queue and not yet recorded as unacknowledged. Its
+    BRPOP lasts a second; when it has expired unanswered, thaw the worker and try again. Returns the
+    jobs submitted and the one taken."""
+    submitted: list[str] = []
+    for _ in range(10):
+        wait_until(lambda: stack.redis.llen(INTERACTIVE_QUEUE) == 0, DEADLINE, "the worker to take its jobs")
+        worker.send_signal(signal.SIGSTOP)
+        before = len(submitted)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            submitted.append(submit(stack, seed + len(submitted)))
+            taken = len(submitted) - before - stack.redis.llen(INTERACTIVE_QUEUE)
+            if taken:
+                missing = [job_id for job_id in submitted[before:] if job_id not in jobs_in_broker(stack.redis)]
+                assert len(missing) == 1, missing
+                return submitted, missing[0]
+        worker.send_signal(signal.SIGCONT)
+    pytest.fail("the frozen worker never took a message")
+
+
+def test_a_worker_killed_between_pop_and_unacked_loses_no_job(stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory("local", **FAST)
+    worker = stack.start_worker(concurrency=2)
+    stack.start_api()
+    submitted, lost = freeze_until_a_message_is_taken(stack, worker, seed=100)
+    worker.send_signal(signal.SIGKILL)
+    worker.process.wait(30)
+    assert record(stack, lost).status.value == "queued"
+    assert lost not in jobs_in_broker(stack.redis)  # in no queue and not unacknowledged: only the record
+
+    stack.start_worker(concurrency=2)
+    wait_all(stack, submitted)
+    assert record(stack, lost).deliveries == 2  # the lost delivery, then the reconciler's
+
+
+# --- 2. Redis killed (kill -9) and restarted on its append-only file ----------------------------------
+
+
+class AofRedis:
+    """A Redis of this test alone, with an append-only file fsynced at every write, on one port and data
+    directory: killed with SIGKILL and started again on the same file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: ManagedProcess | None = None
+
+    def start(self) -> None:
+        self.process = start_redis(self.root / "aof", self.port, persist=True, log_path=self.root / "redis.log")
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.config_set("appendfsync", "always")  # whatever was accepted is on disk
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.process.wait(10)
+        self.process.stop()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(timeout=10)
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[AofRedis]:
+    server = AofRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_redis_crash_mid_job_loses_no_job(stack_factory: Callable[..., Stack], aof_redis: AofRedis) -> None:
+    slow = {"BACKDROP_INFERENCE_REF_SIZE": "512", "BACKDROP_INFERENCE_MAX_SIDE": "512", "BACKDROP_MAX_BATCH_SIZE": "2"}
+    stack = stack_factory("local", BACKDROP_REDIS_URL=aof_redis.url, **NO_RECONCILER, **slow)
+    try:
+        worker = stack.start_worker(concurrency=4)
+        stack.start_api()
+        ids = [submit(stack, 200 + i) for i in range(8)]
+        states = store(stack)
+        wait_until(
+            lambda: sum(states.get(job_id).status.value == "processing" for job_id in ids) >= 2, DEADLINE, "jobs to run"
+        )
+        aof_redis.kill()
+        log = worker.log_path
+        met = re.compile(r"job [0-9a-f]{32}: .*Connection refused")  # a running job's Redis call failed
+        wait_until(lambda: met.search(log.read_text(errors="replace")) is not None, DEADLINE, "a job to meet it")
+        time.sleep(OUTAGE_SECONDS)  # the outage itself: longer than redis-py's own reconnection attempts
+        aof_redis.start()
+
+        wait_all(stack, ids)
+        assert worker.alive(), worker.log_tail()
+        assert "had no message" not in log.read_text(errors="replace")  # no repair by the reconciler was needed
+    finally:
+        stack.stop()  # before this test's Redis goes
+
+
+# --- 3. the API killed between a record and its message; a client retrying with its key ---------------
+
+
+def test_an_api_killed_between_record_and_message_leaves_no_stuck_or_second_job(
+    stack_factory: Callable[..., Stack], tmp_path: Path
+) -> None:
+    marker = tmp_path / "exit-before-enqueue"
+    stack = stack_factory("local", **FAST, BACKDROP_TEST_EXIT_BEFORE_ENQUEUE_FILE=str(marker))
+    stack.start_worker(concurrency=2)
+    stack.start_api()
+    photo = rgba_photo(300, size=(120, 160))
+    headers = {"Idempotency-Key": "order-300"}
+
+    marker.touch()
+    with pytest.raises(OSError):  # the connection dies with the process
+        stack.submit(photo, headers=headers, background="red")
+    assert not marker.exists()
+    (crashed,) = pending_ids(stack)
+    assert record(stack, crashed).status.value == "queued"
+    assert crashed not in jobs_in_broker(stack.redis)  # a record, and no message
+
+    wait_until(lambda: _answers(stack), DEADLINE, "gunicorn to replace its worker")
+    again = stack.submit(photo, headers=headers, background="red")
+    assert again.status == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == crashed
+    assert pending_ids(stack) == {crashed}  # the retry made no second job
+
+    marker.touch()  # the same crash without an Idempotency-Key: the record alone is repaired
+    with pytest.raises(OSError):
+        stack.submit(rgba_photo(301, size=(120, 160)), background="red")
+    (orphan,) = pending_ids(stack) - {crashed}
+    wait_until(lambda: _answers(stack), DEADLINE, "gunicorn to replace its worker")
+
+    wait_all(stack, [crashed, orphan])
+    assert pending_ids(stack) == set()
+
+
+def _answers(stack: Stack) -> bool:
+    try:
+        return http("GET", f"{stack.api_url}/healthz").status == 200
+    except OSError:
+        return False
+
+
+# --- 4. a job that kills its worker at every delivery ----------------------------------------------------
+
+
+class HangingServer:
+    """An HTTP server on loopback that accepts connections and never answers, counting them: a photo
+    URL whose fetch holds its job in ``processing`` until the test kills the worker."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+
+    def close(self) -> None:
+        self.sock.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[HangingServer]:
+    server = HangingServer()
+    yield server
+    server.close()
+
+
+def test_a_job_that_kills_its_worker_fails_worker_lost_after_its_deliveries(
+    stack_factory: Callable[..., Stack], hanging_server: HangingServer
+) -> None:
+    deliveries = 2
+    stack = stack_factory(
+        "local",
+        **FAST,
+        BACKDROP_MAX_DELIVERIES=str(deliveries),
+        BACKDROP_FETCH_ALLOW_PRIVATE="true",
+        BACKDROP_FETCH_TIMEOUT_SECONDS="120",
+    )
+    worker = stack.start_worker(concurrency=2)
+    stack.start_api()
+    body, content_type = multipart({"image_url": f"http://127.0.0.1:{hanging_server.port}/photo.png"}, {})
+    response = stack.request("POST", "/v1/jobs", body, {"Content-Type": content_type})
+    assert response.status == 202, response.body
+    poison = response.json()["id"]
+
+    for delivery in range(1, deliveries + 1):
+        wait_until(lambda n=delivery: len(hanging_server.connections) >= n, DEADLINE, f"delivery {delivery}")
+        assert record(stack, poison).status.value == "processing"
+        assert poison in jobs_in_broker(stack.redis)  # delivered and unacknowledged: not a lost message
+        worker.send_signal(signal.SIGKILL)  # what running this job does to its worker
+        worker.process.wait(30)
+        worker = stack.start_worker(concurrency=2)
+
+    failed = stack.wait_for(poison, timeout=DEADLINE)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "worker_lost"
+    assert len(hanging_server.connections) == deliveries  # never run again after its last delivery
+    assert record(stack, poison).deliveries == deliveries
+    wait_all(stack, [submit(stack, 400)])  # the worker that refused it is up and working
