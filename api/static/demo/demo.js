@@ -1,4 +1,6 @@
 // Backdrop demo: upload a photo to POST /v1/jobs, poll GET /v1/jobs/<id>, show and offer the result.
+// Two modes: a new background for the photo, or an ID photo of a document's spec (GET /v1/id-specs)
+// shown with its guide lines, its compliance report as a checklist, and its print sheet.
 "use strict";
 
 (function () {
@@ -42,6 +44,31 @@
   const resultImage = $("result");
   const resultInfo = $("result-info");
   const downloadLink = $("download");
+  const modeRadios = form.querySelectorAll('input[name="mode"]');
+  const backgroundOptions = $("background-options");
+  const idOptions = $("id-options");
+  const idSpecSelect = $("id-spec");
+  const idSpecDetails = $("id-spec-details");
+  const idBackgrounds = $("id-backgrounds");
+  const idSheetSelect = $("id-sheet");
+  const idMaxKbInput = $("id-max-kb");
+  const idCutOut = $("id-cut-out");
+  const idFrame = $("id-frame");
+  const idPreview = $("id-preview");
+  const idPhoto = $("id-photo");
+  const idGuides = $("id-guides");
+  const idShowGuides = $("id-show-guides");
+  const idInfo = $("id-info");
+  const idReport = $("id-report");
+  const idVerdict = $("id-verdict");
+  const idReportNote = $("id-report-note");
+  const idChecklist = $("id-checklist");
+  const idDownloadPhoto = $("id-download-photo");
+  const idDownloadSheet = $("id-download-sheet");
+  const idDownloadReport = $("id-download-report");
+  const idSheetFrame = $("id-sheet-frame");
+  const idSheetInfo = $("id-sheet-info");
+  const idSheetImage = $("id-sheet-image");
 
   let selectedFile = null;
   let backgroundFile = null;
@@ -140,6 +167,51 @@
     timeout: ["This is taking too long", "The job did not finish in time; try again later."],
     no_result: ["No result came back", "The job finished without a result image. " + SEND_AGAIN],
     result_unavailable: ["The result could not be loaded", "Its link may have expired. " + SEND_AGAIN],
+    // ID photos
+    no_face: [
+      "No face found",
+      "Backdrop could not find a face in this photo. Use a photo that shows your face from the front, in good light.",
+    ],
+    multiple_faces: ["More than one face", "An ID photo shows one person: use a photo of you alone."],
+    face_cut_off: [
+      "The face or the top of the head is cut off",
+      "The edge of the photo cuts through the face or the hair. Use a photo with some space around the head.",
+    ],
+    matte_does_not_cover_face: [
+      "The person does not cover the face",
+      "The cut-out of the person misses the face found in the photo, so the top of the head cannot be measured. " +
+        "Try another photo, or untick \u201calready cut out\u201d if it is ticked.",
+    ],
+    no_alpha_channel: [
+      "This photo is not cut out",
+      "It has no transparency to use. Untick \u201cMy photo is already cut out\u201d and Backdrop finds the " +
+        "person itself.",
+    ],
+    resolution_too_low: [
+      "This photo is too small for this document",
+      "It would have to be enlarged too much to reach the document\u2019s size. Use a larger photo, or one " +
+        "taken closer.",
+    ],
+    file_size_unreachable: [
+      "The file size cannot be met",
+      "Even the lowest allowed JPEG quality does not reach that size. Allow more KB, or leave the field empty.",
+    ],
+    sheet_does_not_fit: [
+      "The photo does not fit on this paper",
+      "Not one photo of this size fits on the paper chosen: choose a larger paper.",
+    ],
+    unknown_sheet: ["This paper is not offered", "Choose one of the papers in the list."],
+    unknown_id_spec: [
+      "This document is not known here",
+      "The server does not offer this document. Reload the page to get its current list.",
+    ],
+    invalid_id_spec: ["These document rules do not work", "Check the size and the head rules, then try again."],
+    invalid_max_kb: [
+      "The file size is not a number",
+      "Enter the largest file size in KB (for example 240), or leave it empty.",
+    ],
+    no_id_spec: ["No document chosen", "Choose the document the photo is for."],
+    id_specs_unavailable: ["The list of documents could not be loaded", "Check your connection, then try again."],
   };
   const UNKNOWN_ERROR = ["Something went wrong", "Try again; if it keeps happening, tell whoever runs this server."];
 
@@ -254,7 +326,7 @@
     originalFrame.hidden = false;
     resultFrame.hidden = true;
     images.hidden = false;
-    setStatus("idle", "Ready: choose a background and press \u201cReplace background\u201d.");
+    setStatus("idle", readyText());
   }
 
   // A format the browser cannot show (TIFF in most): a note, not a broken image.
@@ -414,10 +486,15 @@
   }
 
   async function getJob(id) {
-    const response = await fetch("v1/jobs/" + encodeURIComponent(id), {
-      headers: Object.assign({ Accept: "application/json" }, authHeaders()),
+    return getJson("v1/jobs/" + encodeURIComponent(id), true);
+  }
+
+  // withKey: an API call of this server; without it a result link (signed, perhaps on another origin).
+  async function getJson(url, withKey) {
+    const response = await fetch(url, {
+      headers: Object.assign({ Accept: "application/json" }, withKey ? authHeaders() : {}),
       cache: "no-store",
-      credentials: "same-origin",
+      credentials: withKey ? "same-origin" : "omit",
     });
     let body = null;
     try {
@@ -466,18 +543,19 @@
 
   // On a narrow screen the result lies below the form: bring it up once it has its size.
   function bringResultIntoView() {
-    const forRun = Number(resultFrame.dataset.run);
-    if (resultFrame.hidden || forRun !== run || scrolledForRun === run) return;
+    const frame = idMode() ? idFrame : resultFrame;
+    const forRun = Number(frame.dataset.run);
+    if (frame.hidden || forRun !== run || scrolledForRun === run) return;
     scrolledForRun = run;
-    const box = resultFrame.getBoundingClientRect();
+    const box = frame.getBoundingClientRect();
     if (box.top >= 0 && box.bottom <= window.innerHeight) return;
     const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
-    resultFrame.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
+    frame.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
   }
 
   resultImage.addEventListener("load", bringResultIntoView);
 
-  async function poll(id, background, firstWait, myRun) {
+  async function poll(id, onSucceeded, firstWait, myRun) {
     const started = Date.now();
     let wait = firstWait;
     let networkErrors = 0;
@@ -509,7 +587,7 @@
       }
       const job = answer.body;
       if (job.status === "succeeded") {
-        showResult(job, background);
+        await onSucceeded(job);
         return;
       }
       if (job.status === "failed") {
@@ -526,34 +604,12 @@
     }
   }
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clearError();
-    if (!selectedFile) {
-      showError("no_photo");
-      photoInput.focus();
-      return;
-    }
-    const background = selectedBackground();
-    if (background === "image" && !backgroundFile) {
-      showError("no_background_image");
-      backgroundImageInput.focus();
-      return;
-    }
+  // Sends the form's data and follows the job; onSucceeded(job) shows what it made.
+  async function submitJob(data, onSucceeded) {
     run += 1;
     const myRun = run;
-    const data = new FormData();
-    data.append("image", selectedFile, selectedFile.name || "photo");
-    data.append("background", background);
-    if (background === "image") data.append("background_image", backgroundFile, backgroundFile.name || "background");
-    const format = background === "transparent" ? "png" : formatSelect.value;
-    if (format) data.append("format", format);
-
     submitButton.disabled = true;
     form.setAttribute("aria-busy", "true");
-    resultFrame.hidden = true;
-    resultImage.removeAttribute("src");
-    downloadLink.setAttribute("href", "#");
     setStatus("uploading", "Uploading\u2026", 0);
 
     let answer;
@@ -573,7 +629,38 @@
     }
     const job = answer.body;
     showPending(job);
-    await poll(job.id, background, retryAfterSeconds(answer.retryAfter), myRun);
+    await poll(job.id, (done) => onSucceeded(done, myRun), retryAfterSeconds(answer.retryAfter), myRun);
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearError();
+    if (!selectedFile) {
+      showError("no_photo");
+      photoInput.focus();
+      return;
+    }
+    if (idMode()) {
+      await submitIdPhoto();
+      return;
+    }
+    const background = selectedBackground();
+    if (background === "image" && !backgroundFile) {
+      showError("no_background_image");
+      backgroundImageInput.focus();
+      return;
+    }
+    const data = new FormData();
+    data.append("image", selectedFile, selectedFile.name || "photo");
+    data.append("background", background);
+    if (background === "image") data.append("background_image", backgroundFile, backgroundFile.name || "background");
+    const format = background === "transparent" ? "png" : formatSelect.value;
+    if (format) data.append("format", format);
+
+    resultFrame.hidden = true;
+    resultImage.removeAttribute("src");
+    downloadLink.setAttribute("href", "#");
+    await submitJob(data, (job) => showResult(job, background));
   });
 
   resultImage.addEventListener("error", () => {
@@ -581,6 +668,591 @@
       showError("result_unavailable");
     }
   });
+
+  // --- modes: a new background, or an ID photo -----------------------------------------------------
+
+  const ID_PHOTO_HASH = "#id-photo";
+
+  function idMode() {
+    return $("mode-id-photo").checked;
+  }
+
+  function readyText() {
+    return idMode()
+      ? "Ready: choose the document and press \u201cMake the ID photo\u201d."
+      : "Ready: choose a background and press \u201cReplace background\u201d.";
+  }
+
+  function syncMode() {
+    const id = idMode();
+    backgroundOptions.hidden = id;
+    idOptions.hidden = !id;
+    submitButton.textContent = id ? "Make the ID photo" : "Replace background";
+    document.body.dataset.mode = id ? "id-photo" : "background";
+    resultFrame.hidden = true; // a result of the other mode is not this one's
+    hideIdResult();
+    if (id) loadSpecs();
+  }
+
+  modeRadios.forEach((radio) =>
+    radio.addEventListener("change", () => {
+      run += 1; // a job of the other mode is no longer followed
+      submitButton.disabled = false;
+      form.removeAttribute("aria-busy");
+      clearError();
+      syncMode();
+      setStatus("idle", selectedFile ? readyText() : "Choose a photo to start.");
+      try {
+        history.replaceState(null, "", idMode() ? ID_PHOTO_HASH : location.pathname + location.search);
+      } catch (err) {
+        // The address is only a convenience.
+      }
+    })
+  );
+
+  // --- ID photo: the documents -------------------------------------------------------------------
+
+  const MM_PER_INCH = 25.4;
+  const COLOURS = {
+    white: "White",
+    "off-white": "Off-white",
+    cream: "Cream",
+    "light-grey": "Light grey",
+    "light-blue": "Light blue",
+    blue: "Blue",
+    red: "Red",
+    green: "Green",
+  };
+  const PAPERS = { "4x6": "4 \u00d7 6 in", "3.5x5": "3.5 \u00d7 5 in", "5x7": "5 \u00d7 7 in", a4: "A4" };
+
+  let specs = null; // the catalogue, once loaded
+  let specsLoading = null;
+
+  function colourLabel(name) {
+    return COLOURS[name] || String(name).replace(/-/g, " ");
+  }
+
+  // Up to `digits` decimals, without trailing zeros: 0.8 -> "0.8", 71.11 -> "71.1".
+  function num(value, digits) {
+    return String(Number(value.toFixed(digits === undefined ? 1 : digits)));
+  }
+
+  function specHeightIn(spec, unit) {
+    if (unit === "px") return spec.height_px;
+    const heightMm = spec.height_mm || (spec.height_px / spec.dpi) * MM_PER_INCH;
+    return unit === "in" ? heightMm / MM_PER_INCH : heightMm;
+  }
+
+  function toRatio(spec, value, unit) {
+    return unit === "ratio" ? value : value / specHeightIn(spec, unit);
+  }
+
+  // The allowed range of a measure as ratios of the height: the intersection of the spec's rules.
+  function specBounds(spec, measure) {
+    const rules = spec[measure] || [];
+    if (!rules.length) return null;
+    const lows = rules.filter((r) => typeof r.min === "number").map((r) => toRatio(spec, r.min, r.unit));
+    const highs = rules.filter((r) => typeof r.max === "number").map((r) => toRatio(spec, r.max, r.unit));
+    return { min: lows.length ? Math.max(...lows) : null, max: highs.length ? Math.min(...highs) : null };
+  }
+
+  // The unit a document states a measure in (mm, in, px), when it states one besides a ratio.
+  function ruleUnit(spec, measure) {
+    const rule = (spec[measure] || []).find((r) => r.unit && r.unit !== "ratio");
+    return rule ? rule.unit : null;
+  }
+
+  function specLabel(spec) {
+    const names = [spec.name_en || spec.id];
+    if (spec.name_zh) names.push(spec.name_zh);
+    return names.join(" \u00b7 ") + " (" + spec.width_px + "\u00d7" + spec.height_px + " px)";
+  }
+
+  function currentSpec() {
+    if (!specs) return null;
+    return specs.find((spec) => spec.id === idSpecSelect.value) || null;
+  }
+
+  function specsFailed(code, message) {
+    idSpecSelect.textContent = "";
+    idSpecSelect.append(new Option("The documents could not be loaded", ""));
+    idSpecSelect.disabled = true;
+    idSpecDetails.textContent = "";
+    if (idMode()) showError(code, "", message);
+  }
+
+  function loadSpecs() {
+    if (specs) return Promise.resolve(specs);
+    if (specsLoading) return specsLoading;
+    specsLoading = (async () => {
+      let answer = null;
+      try {
+        answer = await getJson("v1/id-specs", true);
+      } catch (err) {
+        answer = null;
+      }
+      specsLoading = null;
+      if (!answer) {
+        specsFailed("network_error", "");
+        return null;
+      }
+      const list = answer.body && answer.body.specs;
+      if (answer.status !== 200 || !Array.isArray(list)) {
+        const unreadable = { code: "id_specs_unavailable", message: "" };
+        const error = answer.status === 200 ? unreadable : parseError(answer.status, answer.body);
+        specsFailed(error.code, error.message);
+        return null;
+      }
+      specs = list.filter((spec) => spec && spec.id && spec.width_px > 0 && spec.height_px > 0);
+      idSpecSelect.textContent = "";
+      specs.forEach((spec) => idSpecSelect.append(new Option(specLabel(spec), spec.id)));
+      idSpecSelect.disabled = specs.length === 0;
+      syncSpec();
+      return specs;
+    })();
+    return specsLoading;
+  }
+
+  function rangeText(bounds, format) {
+    const low = typeof bounds.min === "number" ? bounds.min : null;
+    const high = typeof bounds.max === "number" ? bounds.max : null;
+    if (low !== null && high !== null) {
+      if (Math.abs(low + high) < 1e-9 && high > 0) return "within \u00b1" + format(high);
+      const from = format(low);
+      const to = format(high);
+      const unit = /[^\d.]*$/.exec(from)[0]; // "71.1 %" and "80 %" read "71.1\u201380 %"
+      const shared = unit && to.endsWith(unit) && /^[^\d.]*/.exec(from)[0] === /^[^\d.]*/.exec(to)[0];
+      return (shared ? from.slice(0, from.length - unit.length) : from) + "\u2013" + to;
+    }
+    if (low !== null) return "at least " + format(low);
+    if (high !== null) return "at most " + format(high);
+    return "any";
+  }
+
+  const percent = (ratio) => num(ratio * 100) + " %";
+
+  function syncSpec() {
+    const spec = currentSpec();
+    if (!spec) {
+      idSpecDetails.textContent = "";
+      idBackgrounds.textContent = "";
+      return;
+    }
+    const parts = [];
+    if (spec.name_zh) parts.push(spec.name_zh);
+    if (spec.width_mm && spec.height_mm) {
+      parts.push(num(spec.width_mm) + " \u00d7 " + num(spec.height_mm) + " mm at " + num(spec.dpi, 0) + " dpi");
+    }
+    parts.push(spec.width_px + " \u00d7 " + spec.height_px + " px");
+    const head = specBounds(spec, "head_height");
+    if (head) parts.push("head " + rangeText(head, percent) + " of the height");
+    if (spec.file && spec.file.max_kb) {
+      parts.push(String(spec.file.format || "").toUpperCase() + " up to " + num(spec.file.max_kb) + " KB");
+    }
+    idSpecDetails.textContent = parts.join(" \u00b7 ");
+    idMaxKbInput.placeholder = spec.file && spec.file.max_kb ? num(spec.file.max_kb) : "any";
+    buildBackgrounds(spec);
+  }
+
+  function selectedIdBackground() {
+    const checked = idBackgrounds.querySelector('input[name="id-background"]:checked');
+    return checked ? checked.value : "";
+  }
+
+  function addBackgroundChip(value, text, colour) {
+    const key = value || "auto";
+    const input = document.createElement("input");
+    input.type = "radio";
+    input.className = "visually-hidden";
+    input.name = "id-background";
+    input.id = "id-bg-" + key;
+    input.value = value;
+    const label = document.createElement("label");
+    label.htmlFor = input.id;
+    label.className = "swatch";
+    label.dataset.idBackground = key;
+    label.dataset.testid = "id-background-" + key;
+    const chip = document.createElement("span");
+    const known = Object.prototype.hasOwnProperty.call(COLOURS, colour);
+    chip.className = "chip " + (known ? "chip-" + colour : "chip-other");
+    chip.setAttribute("aria-hidden", "true");
+    label.append(chip, text);
+    idBackgrounds.append(input, label);
+    return input;
+  }
+
+  function buildBackgrounds(spec) {
+    const previous = selectedIdBackground();
+    const names = Array.isArray(spec.backgrounds) ? spec.backgrounds : [];
+    idBackgrounds.textContent = "";
+    const own = "The document\u2019s own" + (names.length ? " (" + colourLabel(names[0]).toLowerCase() + ")" : "");
+    const inputs = [addBackgroundChip("", own, names[0])];
+    names.forEach((name) => inputs.push(addBackgroundChip(name, colourLabel(name), name)));
+    (inputs.find((input) => input.value === previous) || inputs[0]).checked = true;
+  }
+
+  idSpecSelect.addEventListener("change", syncSpec);
+  apiKeyInput.addEventListener("change", () => {
+    if (idMode() && !specs) {
+      clearError();
+      loadSpecs();
+    }
+  });
+
+  // --- ID photo: submit, then the photo with its guide lines, the checklist and the downloads ------
+
+  async function submitIdPhoto() {
+    const catalogue = await loadSpecs();
+    if (!catalogue) return; // its error is shown
+    const spec = currentSpec();
+    if (!spec) {
+      showError("no_id_spec");
+      idSpecSelect.focus();
+      return;
+    }
+    const maxKbText = idMaxKbInput.value.trim();
+    const maxKb = maxKbText ? Number(maxKbText) : null;
+    if (idMaxKbInput.validity.badInput || (maxKb !== null && !(Number.isFinite(maxKb) && maxKb > 0))) {
+      showError("invalid_max_kb");
+      idMaxKbInput.focus();
+      return;
+    }
+    const data = new FormData();
+    data.append("image", selectedFile, selectedFile.name || "photo");
+    data.append("id_spec", spec.id);
+    const background = selectedIdBackground();
+    if (background) data.append("background", background);
+    const sheet = idSheetSelect.value;
+    if (sheet) data.append("sheet", sheet);
+    if (maxKb !== null) data.append("max_kb", String(maxKb));
+    if (idCutOut.checked) data.append("matte_source", "alpha");
+    hideIdResult();
+    await submitJob(data, (job, myRun) => showIdResult(job, spec, sheet, myRun));
+  }
+
+  function hideIdResult() {
+    idFrame.hidden = true;
+    idReport.hidden = true;
+    idPhoto.removeAttribute("src");
+    idSheetImage.removeAttribute("src");
+    idGuides.textContent = "";
+    idChecklist.textContent = "";
+    [idDownloadPhoto, idDownloadSheet, idDownloadReport].forEach((link) => link.setAttribute("href", "#"));
+  }
+
+  async function readReport(file) {
+    if (!file || !file.url) return null;
+    try {
+      const answer = await getJson(file.url, false);
+      return answer.status === 200 && answer.body && Array.isArray(answer.body.rules) ? answer.body : null;
+    } catch (err) {
+      return null; // another origin without CORS, an expired link: the checklist says so
+    }
+  }
+
+  async function showIdResult(job, spec, sheetPaper, myRun) {
+    const results = job.results || {};
+    const photo = results["id_photo." + spec.id];
+    const reportFile = results["report." + spec.id];
+    const sheet = results["sheet." + spec.id];
+    const summary = (job.id_photos || []).find((item) => item.spec_id === spec.id) || null;
+    if (!photo || !photo.url) {
+      fail("no_result", "");
+      return;
+    }
+    setStatus("processing", "Reading the report\u2026");
+    const report = await readReport(reportFile);
+    if (myRun !== run) return;
+
+    const width = photo.width || (summary && summary.width_px) || spec.width_px;
+    const height = photo.height || (summary && summary.height_px) || spec.height_px;
+    idPreview.style.aspectRatio = width + " / " + height;
+    idGuides.setAttribute("viewBox", "0 0 " + width + " " + height);
+    idPhoto.src = photo.url;
+    drawGuides(report, spec, width, height);
+
+    const details = [width + "\u00d7" + height + " px"];
+    const dpi = (report && report.dpi) || (summary && summary.dpi);
+    if (dpi) details.push(num(dpi, 0) + " dpi");
+    if (photo.format) details.push(photo.format.toUpperCase());
+    if (photo.bytes) details.push(formatBytes(photo.bytes));
+    const quality = report ? report.jpeg_quality : summary && summary.jpeg_quality;
+    if (quality) details.push("quality " + quality);
+    idInfo.textContent = "(" + details.join(", ") + ")";
+
+    renderChecklist(report, summary, spec);
+    const base = "backdrop-" + job.id + "-" + spec.id;
+    const extension = photo.format === "png" ? "png" : "jpg";
+    idDownloadPhoto.href = photo.url;
+    idDownloadPhoto.setAttribute("download", base + "." + extension);
+    idDownloadReport.hidden = !(reportFile && reportFile.url);
+    if (reportFile && reportFile.url) {
+      idDownloadReport.href = reportFile.url;
+      idDownloadReport.setAttribute("download", base + "-report.json");
+    }
+    const hasSheet = Boolean(sheet && sheet.url);
+    idDownloadSheet.hidden = !hasSheet;
+    idSheetFrame.hidden = !hasSheet;
+    if (hasSheet) {
+      idDownloadSheet.href = sheet.url;
+      idDownloadSheet.setAttribute("download", base + "-sheet.jpg");
+      idSheetImage.src = sheet.url;
+      const count = summary && summary.sheet_count;
+      const sheetDetails = [PAPERS[sheetPaper] || sheetPaper];
+      if (count) sheetDetails.push(count === 1 ? "1 photo" : count + " photos");
+      if (sheet.width && sheet.height) sheetDetails.push(sheet.width + "\u00d7" + sheet.height + " px");
+      idSheetInfo.textContent = "Print sheet: " + sheetDetails.filter(Boolean).join(", ");
+    }
+
+    idFrame.hidden = false;
+    idReport.hidden = false;
+    images.hidden = false;
+    idFrame.dataset.run = String(run);
+    idFrame.dataset.job = job.id;
+    setStatus("done", "Done", 1);
+    submitButton.disabled = false;
+    form.removeAttribute("aria-busy");
+    if (idPhoto.complete && idPhoto.naturalWidth > 0) bringResultIntoView();
+  }
+
+  idPhoto.addEventListener("load", bringResultIntoView);
+  idPhoto.addEventListener("error", () => {
+    if (idPhoto.getAttribute("src")) showError("result_unavailable");
+  });
+  idShowGuides.addEventListener("change", () => idPreview.classList.toggle("guides-off", !idShowGuides.checked));
+
+  // The guide lines: where the report measured the crown, the eye line and the chin, over the faint
+  // bands where the rules allow them. y is a share of the height from the top.
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  function svgElement(name, attributes) {
+    const element = document.createElementNS(SVG_NS, name);
+    Object.keys(attributes).forEach((key) => element.setAttribute(key, String(attributes[key])));
+    return element;
+  }
+
+  function clamp01(value) {
+    return Math.max(0, Math.min(1, value));
+  }
+
+  function band(low, high) {
+    const top = clamp01(Math.min(low, high));
+    const bottom = clamp01(Math.max(low, high));
+    return bottom > top ? [top, bottom] : null;
+  }
+
+  function intersect(a, b) {
+    if (!a) return b;
+    if (!b) return a;
+    return band(Math.max(a[0], b[0]), Math.min(a[1], b[1])) || [a[0], a[0]];
+  }
+
+  function guideBands(report, spec) {
+    const allowed = {};
+    (report.rules || []).forEach((rule) => {
+      const ratio = rule.allowed && !Array.isArray(rule.allowed) && /height/.test(rule.unit || "");
+      if (ratio) allowed[rule.rule] = rule.allowed;
+    });
+    const bounds = (measure) => allowed[measure] || specBounds(spec, measure);
+    const low = (b, fallback) => (b && typeof b.min === "number" ? b.min : fallback);
+    const high = (b, fallback) => (b && typeof b.max === "number" ? b.max : fallback);
+    const crownRule = bounds("crown_margin");
+    const chinRule = bounds("chin_margin");
+    const eyeRule = bounds("eye_line");
+    const headRule = bounds("head_height");
+    const crown = report.crown_margin_ratio;
+    return {
+      crown: crownRule ? band(low(crownRule, 0), high(crownRule, 1)) : null,
+      eyes: eyeRule ? band(1 - high(eyeRule, 1), 1 - low(eyeRule, 0)) : null,
+      chin: intersect(
+        chinRule ? band(1 - high(chinRule, 1), 1 - low(chinRule, 0)) : null,
+        headRule ? band(crown + low(headRule, 0), crown + high(headRule, 1)) : null
+      ),
+    };
+  }
+
+  function drawGuides(report, spec, width, height) {
+    idGuides.textContent = "";
+    if (!report) return;
+    const lines = [
+      ["crown", "Crown", report.crown_margin_ratio, "below"],
+      ["eyes", "Eyes", 1 - report.eye_line_ratio, "above"],
+      ["chin", "Chin", 1 - report.chin_margin_ratio, "below"],
+    ].filter((line) => Number.isFinite(line[2]));
+    const bands = guideBands(report, spec);
+    const fontSize = Math.max(10, height * 0.034);
+    Object.keys(bands).forEach((name) => {
+      const range = bands[name];
+      if (!range) return;
+      idGuides.append(
+        svgElement("rect", {
+          class: "allowed allowed-" + name,
+          "data-guide": name + "-allowed",
+          "data-from": range[0].toFixed(4),
+          "data-to": range[1].toFixed(4),
+          x: 0,
+          width: width,
+          y: range[0] * height,
+          height: Math.max((range[1] - range[0]) * height, 1),
+        })
+      );
+    });
+    lines.forEach(([name, text, ratio, side]) => {
+      const y = ratio * height;
+      idGuides.append(
+        svgElement("line", {
+          class: "guide guide-" + name,
+          "data-guide": name,
+          "data-ratio": ratio.toFixed(4),
+          x1: 0,
+          x2: width,
+          y1: y,
+          y2: y,
+          "vector-effect": "non-scaling-stroke",
+        })
+      );
+      const below = side === "below" ? y + fontSize * 1.1 <= height : y - fontSize * 1.1 < 0;
+      const label = svgElement("text", {
+        class: "guide-label guide-label-" + name,
+        x: width - fontSize * 0.4,
+        y: below ? y + fontSize * 1.05 : y - fontSize * 0.35,
+        "text-anchor": "end",
+        "font-size": fontSize.toFixed(1),
+      });
+      label.textContent = text;
+      idGuides.append(label);
+    });
+  }
+
+  // The checklist: each rule of the report, readable, with what was measured and what is allowed.
+  const RULES = {
+    head_height: "Head height (chin to crown)",
+    crown_margin: "Space above the head",
+    eye_line: "Eye height (from the bottom)",
+    chin_margin: "Space below the chin",
+    face_centred: "Face centred",
+    eyes_level: "Eyes level",
+    background_colour: "Background colour",
+    background_uniform: "Plain background",
+    resolution: "Enough detail (not enlarged too much)",
+    file_size: "File size",
+    file_format: "File format",
+  };
+
+  function ruleName(rule) {
+    if (Object.prototype.hasOwnProperty.call(RULES, rule)) return RULES[rule];
+    const words = String(rule).replace(/_/g, " ");
+    return words.charAt(0).toUpperCase() + words.slice(1);
+  }
+
+  // [measured, allowed] as text, by the rule's unit.
+  function describeRule(rule, spec) {
+    const measured = rule.measured;
+    const allowed = rule.allowed || {};
+    const unit = rule.unit || "";
+    if (Array.isArray(allowed)) {
+      const label = rule.rule === "file_format" ? (v) => String(v).toUpperCase() : colourLabel;
+      const text = allowed.length === 1 ? label(allowed[0]) : "one of " + allowed.map(label).join(", ");
+      return [label(measured), text];
+    }
+    if (typeof measured !== "number") return [String(measured), rangeText(allowed, String)];
+    if (/height/.test(unit)) {
+      const other = ruleUnit(spec, rule.rule);
+      const digits = other === "px" ? 0 : other === "in" ? 2 : 1;
+      const inUnit = (ratio) => num(ratio * specHeightIn(spec, other), digits) + " " + other;
+      const measuredText = percent(measured) + " of the height" + (other ? " (" + inUnit(measured) + ")" : "");
+      const allowedText = rangeText(allowed, percent) + (other ? " (" + rangeText(allowed, inUnit) + ")" : "");
+      return [measuredText, allowedText];
+    }
+    if (/width/.test(unit)) {
+      return [percent(Math.abs(measured)) + " of the width off centre", rangeText(allowed, percent)];
+    }
+    if (unit === "degrees") {
+      const degrees = (v) => num(v, 2) + "\u00b0";
+      return ["tilted " + degrees(Math.abs(measured)), rangeText(allowed, degrees)];
+    }
+    if (unit === "upscale factor") {
+      const times = (v) => "\u00d7" + num(v, 2);
+      return [measured > 1 ? "enlarged " + times(measured) : "not enlarged", rangeText(allowed, times)];
+    }
+    if (unit === "bytes") {
+      const kb = (v) => num(v / 1000) + " KB";
+      return [kb(measured), rangeText(allowed, kb)];
+    }
+    if (rule.rule === "background_uniform") return [percent(measured) + " plain", rangeText(allowed, percent)];
+    const plain = (v) => num(v, 3) + (unit ? " " + unit : "");
+    return [plain(measured), rangeText(allowed, plain)];
+  }
+
+  function checklistItem(rule, status, measuredText, allowedText, sources) {
+    const item = document.createElement("li");
+    item.className = "check-item";
+    item.dataset.rule = rule;
+    item.dataset.status = status;
+    const badge = document.createElement("span");
+    badge.className = "badge badge-" + status;
+    badge.textContent = status === "pass" ? "\u2713 Pass" : "\u2717 Fail";
+    const body = document.createElement("div");
+    body.className = "check-body";
+    const name = document.createElement("span");
+    name.className = "check-name";
+    name.textContent = ruleName(rule);
+    body.append(name);
+    if (measuredText) {
+      const values = document.createElement("span");
+      values.className = "check-values";
+      values.textContent = measuredText + (allowedText ? "; allowed: " + allowedText : "");
+      body.append(values);
+    }
+    if (sources && sources.length) {
+      const more = document.createElement("details");
+      more.className = "check-sources";
+      const summary = document.createElement("summary");
+      summary.textContent = sources.length === 1 ? "Source" : "Sources";
+      const list = document.createElement("ul");
+      sources.forEach((source) => {
+        const line = document.createElement("li");
+        line.textContent = source;
+        list.append(line);
+      });
+      more.append(summary, list);
+      body.append(more);
+    }
+    item.append(badge, body);
+    return item;
+  }
+
+  function renderChecklist(report, summary, spec) {
+    idChecklist.textContent = "";
+    const name = spec.name_en || spec.id;
+    if (!report) {
+      idReportNote.hidden = false;
+      idReportNote.textContent = "The full report could not be read here; download it below.";
+      const failed = summary ? summary.failed_rules || [] : [];
+      failed.forEach((rule) => idChecklist.append(checklistItem(rule, "fail", "", "", [])));
+      const passed = summary ? summary.passed : null;
+      idVerdict.dataset.passed = String(passed);
+      idVerdict.textContent =
+        passed === true ? "Meets the rules of " + name : passed === false ? "Does not meet the rules of " + name : name;
+      return;
+    }
+    idReportNote.hidden = true;
+    const rules = report.rules;
+    rules.forEach((rule) => {
+      const [measuredText, allowedText] = describeRule(rule, spec);
+      const status = rule.status === "pass" ? "pass" : "fail";
+      idChecklist.append(checklistItem(rule.rule, status, measuredText, allowedText, rule.sources));
+    });
+    const failures = rules.filter((rule) => rule.status !== "pass");
+    idVerdict.dataset.passed = String(Boolean(report.passed));
+    idVerdict.textContent = report.passed
+      ? "Meets all " + rules.length + " checks of " + name
+      : "Fails " + failures.length + " of " + rules.length + " checks of " + name + ": " +
+        failures.map((rule) => ruleName(rule.rule).toLowerCase()).join(", ");
+  }
+
+  if (location.hash === ID_PHOTO_HASH) $("mode-id-photo").checked = true;
+  syncMode();
 
   setStatus("idle", "Choose a photo to start.");
 })();
