@@ -221,12 +221,17 @@ class FakeIdApi(FakeApi):
     """FakeApi with the real catalogue at /v1/id-specs and result files of our own at /files/."""
 
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # path -> (media type, body)
+    specs_need_key: str | None = None  # the catalogue is refused without this API key
 
     def _handle(self, route: Route, request: Request) -> None:
         path = urlsplit(request.url).path
         if path == "/v1/id-specs":
-            self.requests.append((0.0, request.method, path, request.all_headers(), b""))
-            self._json(route, 200, _catalogue(), {})
+            headers = request.all_headers()
+            self.requests.append((0.0, request.method, path, headers, b""))
+            if self.specs_need_key and headers.get("authorization") != f"Bearer {self.specs_need_key}":
+                self._json(route, 401, {"error": {"code": "unauthorized", "message": "no API key"}}, {})
+            else:
+                self._json(route, 200, _catalogue(), {})
         elif path in self.files:
             media_type, body = self.files[path]
             route.fulfill(status=200, headers={"Content-Type": media_type}, body=body)
@@ -391,8 +396,35 @@ def test_no_face_gets_its_title_and_the_options_reach_the_api(
     assert page.is_visible("#background-options") and page.is_hidden("#id-options")
     assert page.text_content("#submit") == "Replace background" and page.is_hidden("#error")
     assert not page.url.endswith("#id-photo")
+    page.click("[data-background=green]")
+    page.click("#submit")
+    page.wait_for_selector("#error", state="visible")
+    posts = [entry for entry in api.api_requests() if entry[1] == "POST"]
+    assert len(posts) == 2
+    assert form_field(posts[1][4], "background") == "green"
+    assert form_field(posts[1][4], "id_spec") is None and form_field(posts[1][4], "max_kb") is None
     assert not log.errors, log.errors
     assert not log.csp_violations(), log.csp_violations()
+
+
+def test_the_documents_load_once_the_api_key_is_given(page_and_log: tuple[Page, PageLog]) -> None:
+    page, log = page_and_log
+    api = FakeIdApi(poll_answers=[(200, {}, {})], specs_need_key="secret-key")
+    api.install(page)
+    page.goto(f"{FAKE_ORIGIN}/")
+    page.click("[data-testid=mode-id-photo]")
+    page.wait_for_selector("#error", state="visible")
+    assert page.text_content("#error-title") == "An API key is needed"
+    assert page.is_disabled("#id-spec")
+    assert page.evaluate("document.getElementById('api-key-box').open")
+    page.fill("#api-key", "secret-key")
+    page.press("#api-key", "Tab")  # the change event
+    page.wait_for_selector("#id-spec:enabled")
+    assert page.is_hidden("#error")
+    assert page.input_value("#id-spec") == "icao-35x45", "the catalogue's first document is chosen"
+    loads = [headers.get("authorization") for _, _, path, headers, _ in api.api_requests() if path == "/v1/id-specs"]
+    assert loads == [None, "Bearer secret-key"]
+    assert not log.errors, log.errors
 
 
 @pytest.mark.parametrize("code", ID_ERROR_CODES)
@@ -468,6 +500,8 @@ def test_on_a_phone_the_id_photo_view_fits_without_sideways_scrolling(
     assert values["background_colour"] == "Light grey; allowed: one of White, Off-white, Light grey, Light blue"
     assert values["file_size"] == "48 KB; allowed: at most 60 KB"
     assert "75 % of the height (33.8 mm)" in values["head_height"], values["head_height"]
+    alt = page.get_attribute("#id-photo", "alt") or ""
+    assert "crown 8 % " in alt and "eye line 50 %" in alt and "chin 17 %" in alt, "the guides' measures, in words"
     assert "6 photos" in (page.text_content("#id-sheet-info") or "")
     assert page.get_attribute("#id-download-sheet", "href") == f"{FAKE_RESULTS_ORIGIN}/bucket/job-1/sheet.jpg"
     screenshots = os.environ.get(SCREENSHOTS_ENV)

@@ -968,6 +968,11 @@
     const height = photo.height || (summary && summary.height_px) || spec.height_px;
     idPreview.style.aspectRatio = width + " / " + height;
     idGuides.setAttribute("viewBox", "0 0 " + width + " " + height);
+    idPhoto.alt = report
+      ? "The ID photo: the crown " + percent(report.crown_margin_ratio) + " of the height below the top edge, " +
+        "the eye line " + percent(report.eye_line_ratio) + " and the chin " + percent(report.chin_margin_ratio) +
+        " above the bottom edge"
+      : "The ID photo";
     idPhoto.src = photo.url;
     drawGuides(report, spec, width, height);
 
