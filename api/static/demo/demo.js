@@ -839,7 +839,6 @@
       return;
     }
     const parts = [];
-    if (spec.name_zh) parts.push(spec.name_zh);
     if (spec.width_mm && spec.height_mm) {
       parts.push(num(spec.width_mm) + " \u00d7 " + num(spec.height_mm) + " mm at " + num(spec.dpi, 0) + " dpi");
     }
@@ -849,7 +848,14 @@
     if (spec.file && spec.file.max_kb) {
       parts.push(String(spec.file.format || "").toUpperCase() + " up to " + num(spec.file.max_kb) + " KB");
     }
-    idSpecDetails.textContent = parts.join(" \u00b7 ");
+    idSpecDetails.textContent = "";
+    if (spec.name_zh) {
+      const chinese = document.createElement("span");
+      chinese.lang = "zh";
+      chinese.textContent = spec.name_zh;
+      idSpecDetails.append(chinese, " \u00b7 ");
+    }
+    idSpecDetails.append(parts.join(" \u00b7 "));
     idMaxKbInput.placeholder = spec.file && spec.file.max_kb ? num(spec.file.max_kb) : "any";
     buildBackgrounds(spec);
   }
