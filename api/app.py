@@ -6,6 +6,7 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
+from werkzeug.exceptions import RequestURITooLarge
 
 from api.auth import authenticate_request
 from api.context import EXTENSION, ApiContext
@@ -38,6 +39,17 @@ def _invalid_request(exc: ValidationError) -> Response:
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(part) for part in first.get("loc", ()))
     return error_response(422, "invalid_option", f"{where}: {first.get('msg', 'invalid value')}")
+
+
+# Longest request target answered: gunicorn itself refuses longer request lines than it is told
+# (`--limit-request-line`, set above this in api_argv and the image) with a page of its own.
+MAX_REQUEST_TARGET = 4096
+
+
+def refuse_long_urls() -> None:
+    """A request target longer than ``MAX_REQUEST_TARGET`` is a 414 in the API's own error format."""
+    if len(request.full_path) > MAX_REQUEST_TARGET:
+        raise RequestURITooLarge(f"the request target is longer than {MAX_REQUEST_TARGET} characters")
 
 
 def apply_body_limit() -> None:
@@ -99,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[EXTENSION] = api
     register_error_handlers(app)
     enable_cors(app, settings)
+    app.before_request(refuse_long_urls)
     app.before_request(authenticate_request)  # before the rate limiter, which counts per key
     app.after_request(keep_own_retry_after)  # after_request runs in reverse: this one after the limiter's
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url

@@ -25,6 +25,7 @@ BIN_DIR = Path(sys.executable).parent
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_UMASK = 0o077
 REDIS_PASSWORD_FILE = "redis.password"
+LIMIT_REQUEST_LINE = 8190  # gunicorn's largest; the API answers 414 in its own format above 4096
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 
 
@@ -188,6 +189,7 @@ def api_argv(host: str, port: int, *, workers: int = 1, threads: int = 8) -> lis
         "--workers", str(workers),
         "--threads", str(threads),
         "--graceful-timeout", "10",
+        "--limit-request-line", str(LIMIT_REQUEST_LINE),
         "--access-logfile", "-",
         # The path without its query string: signed download links must not land in a log.
         "--access-logformat", ACCESS_LOG_FORMAT,

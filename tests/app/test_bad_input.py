@@ -62,3 +62,9 @@ def test_405_names_the_allowed_methods(client: FlaskClient, auth: dict) -> None:
     response = client.put("/v1/jobs", headers=auth)
     assert response.status_code == 405 and response.json["error"]["code"] == "method_not_allowed"
     assert "POST" in response.headers["Allow"]
+
+
+def test_a_long_url_is_414_in_the_api_format(client: FlaskClient, auth: dict) -> None:
+    response = client.get("/v1/jobs/" + "a" * 5000, headers=auth)
+    assert (response.status_code, response.json["error"]["code"]) == (414, "uri_too_long")
+    assert client.get("/v1/jobs/" + "a" * 32, headers=auth).status_code == 404

@@ -64,6 +64,8 @@ def test_the_access_log_has_no_signed_query_strings(stack_factory: Callable[...,
     assert "signature=" in url and stack.download(url).status == 200
     log = stack.api.log_of_this_run()
     assert "/v1/files/" in log and "signature=" not in log and "expires=" not in log
+    long = stack.request("GET", "/v1/jobs/" + "a" * 6000)  # past 4096 characters, within gunicorn's line limit
+    assert long.status == 414 and long.json()["error"]["code"] == "uri_too_long"
 
 
 def test_serve_refuses_a_network_address_without_keys(tmp_path: Path) -> None:
