@@ -149,11 +149,14 @@ return current
 """
 
 # One more delivery, unless the job has had its share: KEYS = [job hash, pending index]; ARGV = [most
-# deliveries, now, job id]. Returns the new count, -1 when the limit is reached, nil when there is no record.
+# deliveries, now, job id, delivery id]. A delivery id already counted (the same delivery, run again) is
+# not counted twice. Returns the count, -1 when the limit is reached, nil when there is no record.
 _DELIVERY_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 local done = tonumber(redis.call('HGET', KEYS[1], 'deliveries')) or 0
+if redis.call('HGET', KEYS[1], 'delivery') == ARGV[4] then return done end
 if done >= tonumber(ARGV[1]) then return -1 end
+redis.call('HSET', KEYS[1], 'delivery', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 """
@@ -312,11 +315,12 @@ class JobStore:
 
     # --- deliveries and the pending index (read by the reconciler) ------------------------------
 
-    def add_delivery(self, job_id: str, most: int) -> bool | None:
-        """Count one more delivery of the job's message to a worker: True when counted, False when it
-        already had ``most`` (it is to fail, not run again), None when there is no record."""
+    def add_delivery(self, job_id: str, most: int, delivery: str) -> bool | None:
+        """Count the delivery ``delivery`` (an id, one per message handed to a worker) of the job: True
+        when counted (or already counted), False when the job already had ``most`` (it is to fail, not
+        run again), None when there is no record."""
         counted = self._delivery_script(
-            keys=[self.key(job_id), keyspace.PENDING_SINCE], args=[str(most), repr(time.time()), job_id]
+            keys=[self.key(job_id), keyspace.PENDING_SINCE], args=[str(most), repr(time.time()), job_id, delivery]
         )
         return None if counted is None else int(counted) > 0
 

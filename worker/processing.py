@@ -80,11 +80,11 @@ def render(
     return id_photo_files(results), summaries, forward
 
 
-def process_job(service: WorkerService, job_id: str, *, new_delivery: bool = True) -> Outcome:
+def process_job(service: WorkerService, job_id: str, *, delivery: str | None = None) -> Outcome:
     """Run one job. Bad input fails the job with its code; retryable errors propagate (to be retried).
 
-    ``new_delivery``: this run comes from a message newly handed to this worker (not a retry message,
-    nor a rerun within the same delivery). Such deliveries are counted; a job that has had
+    ``delivery``: an id of the message's delivery to this worker, when it is a new one (not a retry
+    message of ours); each is counted once, however often the job is run within it. A job that has had
     ``max_deliveries`` of them without finishing (its worker died each time) fails ``worker_lost``.
     """
     try:
@@ -98,8 +98,8 @@ def process_job(service: WorkerService, job_id: str, *, new_delivery: bool = Tru
     if job.status.is_terminal:
         # A redelivered message of a job that finished before its worker died.
         return Outcome(None, f"already {job.status.value}")
-    if new_delivery:
-        counted = service.jobs.add_delivery(job_id, service.settings.max_deliveries)
+    if delivery is not None:
+        counted = service.jobs.add_delivery(job_id, service.settings.max_deliveries, delivery)
         if counted is None:
             return Outcome(None, "no record")
         if not counted:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 
 import redis
 from celery import Task
@@ -78,11 +79,11 @@ def process_job_task(self: Task, job_id: str) -> str:
     that drops the message. Other transient errors are retried with ``self.retry`` and backoff; should
     that publish fail, the outage is waited out here as well."""
     svc = service()
-    new_delivery = is_new_delivery(self)
+    delivery = uuid.uuid4().hex if is_new_delivery(self) else None
     outage_deadline: float | None = None
     while True:
         try:
-            outcome = process_job(svc, job_id, new_delivery=new_delivery)
+            outcome = process_job(svc, job_id, delivery=delivery)
             return outcome.status.value if outcome.status else outcome.detail
         except REDIS_ERRORS as exc:
             outage = exc
@@ -100,7 +101,6 @@ def process_job_task(self: Task, job_id: str) -> str:
                 raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
             except Reject as rejected:
                 outage = rejected  # the retry could not be published: the broker is down
-        new_delivery = False  # the same delivery, run again
         if outage_deadline is None:
             outage_deadline = time.monotonic() + svc.settings.redis_outage_wait_seconds
         log.warning("job %s: Redis is unreachable (%s); waiting for it with the message unacknowledged", job_id, outage)

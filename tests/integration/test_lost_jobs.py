@@ -4,6 +4,7 @@ message, and a job that takes its worker down with it at every delivery."""
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import socket
@@ -16,11 +17,17 @@ import pytest
 import redis
 
 from common import keyspace
-from common.jobs import Job, JobStore
+from common.jobs import InputInfo, Job, JobStore, new_job_id
+from common.options import JobOptions
 from common.queue import INTERACTIVE_QUEUE, jobs_in_broker
+from common.settings import Settings
+from common.storage import LocalStorage, input_key
 from tests.integration.stack import Stack, http, multipart
 from tests.integration.test_service import rgba_photo
+from worker import celery_app, tasks
 from worker.embedded import ManagedProcess, free_port, start_redis, wait_until
+from worker.runtime import ModelRunner
+from worker.service import WorkerService
 
 # Short visibility timeouts and a reconciler that runs often and looks at jobs untouched for one
 # visibility timeout, so that every repair happens within seconds.
@@ -168,6 +175,54 @@ def test_a_redis_crash_mid_job_loses_no_job(stack_factory: Callable[..., Stack],
         assert "had no message" not in log.read_text(errors="replace")  # no repair by the reconciler was needed
     finally:
         stack.stop()  # before this test's Redis goes
+
+
+def test_a_job_meeting_a_redis_crash_waits_in_its_worker_and_never_retries_through_the_broker(
+    aof_redis: AofRedis,
+    official_format_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The task itself, in this process, against a Redis killed under it: ``self.retry`` would publish
+    through the dead broker, and Celery drops the message when that publish fails."""
+    settings = Settings(redis_url=aof_redis.url, data_dir=tmp_path, inference_ref_size=64, max_delay_ms=0)
+    client = redis.Redis.from_url(aof_redis.url, decode_responses=True)
+    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
+    svc = WorkerService(settings, ModelRunner.load(official_format_checkpoint, "cpu", threads=1), storage, client)
+    monkeypatch.setattr(celery_app, "_service", svc)
+    retried: list[BaseException | None] = []
+    original_retry = tasks.process_job_task.retry
+
+    def spy(*args: object, **kwargs: object) -> object:
+        retried.append(kwargs.get("exc"))  # type: ignore[arg-type]
+        return original_retry(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.process_job_task, "retry", spy)
+    job_id = new_job_id()
+    photo = rgba_photo(250, size=(64, 64))
+    storage.put(input_key(job_id), photo, "application/octet-stream")
+    info = InputInfo(bytes=len(photo), format="PNG", width=64, height=64)
+    svc.jobs.create(job_id, input_key(job_id), info, JobOptions(), owner="tests")
+
+    caplog.set_level(logging.WARNING, logger=tasks.__name__)
+    aof_redis.kill()
+    running = threading.Thread(target=tasks.process_job_task.apply, args=([job_id],), daemon=True)
+    running.start()
+
+    def met() -> bool:
+        return not running.is_alive() or any("Redis is unreachable" in r.getMessage() for r in caplog.records)
+
+    wait_until(met, DEADLINE, "the job to meet the outage")
+    aof_redis.start()
+    running.join(DEADLINE)
+    try:
+        assert not running.is_alive()
+        assert retried == []
+        job = svc.jobs.get(job_id)
+        assert job.status.value == "succeeded" and job.deliveries == 1
+    finally:
+        svc.close()
 
 
 # --- 3. the API killed between a record and its message; a client retrying with its key ---------------

@@ -86,9 +86,10 @@ def test_the_index_follows_the_state_machine(jobs: JobStore, client: redis.Redis
 
 def test_deliveries_are_counted_up_to_the_limit(jobs: JobStore) -> None:
     job = new_job(jobs)
-    assert [jobs.add_delivery(job.id, 2) for _ in range(3)] == [True, True, False]
-    assert jobs.get(job.id).deliveries == 2
-    assert jobs.add_delivery("f" * 32, 2) is None
+    assert [jobs.add_delivery(job.id, 2, delivery) for delivery in ("d1", "d1", "d2", "d3")] == [True] * 3 + [False]
+    assert jobs.get(job.id).deliveries == 2  # d1, run twice within its delivery, counted once
+    assert jobs.add_delivery(job.id, 2, "d2")  # the last one counted, run again
+    assert jobs.add_delivery("f" * 32, 2, "d1") is None
 
 
 def test_stale_lists_the_oldest_untouched_jobs(jobs: JobStore, client: redis.Redis) -> None:
@@ -104,7 +105,7 @@ def test_stale_lists_the_oldest_untouched_jobs(jobs: JobStore, client: redis.Red
 
 def test_reclaiming_claims_once_and_counts_a_lost_delivery_of_a_queued_job(jobs: JobStore, client: redis.Redis) -> None:
     queued, running = new_job(jobs), new_job(jobs)
-    jobs.add_delivery(running.id, 3)
+    jobs.add_delivery(running.id, 3, "d1")
     jobs.start(running.id)
     client.zadd(keyspace.PENDING_SINCE, {queued.id: 5.0, running.id: 6.0})
     assert jobs.reclaim(queued.id, 5.0, 3) == "requeue"
@@ -116,7 +117,7 @@ def test_reclaiming_claims_once_and_counts_a_lost_delivery_of_a_queued_job(jobs:
 
 def test_reclaiming_a_job_out_of_deliveries_or_finished(jobs: JobStore, client: redis.Redis) -> None:
     spent, finished = new_job(jobs), new_job(jobs)
-    jobs.add_delivery(spent.id, 2)
+    jobs.add_delivery(spent.id, 2, "d1")
     client.zadd(keyspace.PENDING_SINCE, {spent.id: 5.0, finished.id: 5.0})
     assert jobs.reclaim(spent.id, 5.0, 2) == "exhausted"  # the lost one was its second delivery
     client.hset(keyspace.JOB.format(job_id=finished.id), "status", "succeeded")
