@@ -30,7 +30,7 @@ from common.imaging import (
 )
 from common.options import JobOptions, OutputFormat, OutputKind, file_extension
 from common.settings import Settings
-from common.sizing import SizeRule, network_input_size
+from common.sizing import SizeRule, bucketed_inference_size, network_input_size
 
 PhotoSource = bytes | str | os.PathLike[str] | BinaryIO
 # Mattes of a list of network inputs: the worker's ``ModelRunner.predict`` or its batcher.
@@ -80,6 +80,12 @@ def decode(source: PhotoSource, settings: Settings) -> DecodedImage:
 def network_input_shape(
     height: int, width: int, settings: Settings, rule: SizeRule = SizeRule.ASPECT
 ) -> tuple[int, int]:
+    """The network input size of a photo: its aspect-ratio bucket with ``BACKDROP_SHAPE_BUCKETS=resize``
+    (the photo is then resized into it), else the rule's own size."""
+    if rule is SizeRule.ASPECT and settings.shape_buckets == "resize":
+        return bucketed_inference_size(
+            height, width, ref_size=settings.inference_ref_size, max_side=settings.inference_max_side
+        )
     return network_input_size(
         height, width, rule, ref_size=settings.inference_ref_size, max_side=settings.inference_max_side
     )

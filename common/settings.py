@@ -30,12 +30,35 @@ class Settings(BaseSettings):
         default="off", description="bf16 autocast on CPUs with native bf16 support (off: fails the 2e-2 fixture check)"
     )
 
+    engine: Literal["auto", "torch", "openvino", "onnxruntime"] = Field(
+        default="auto",
+        description="how MODNet runs; auto: the fastest engine equal to torch within 1e-3 on a CPU "
+        "(OpenVINO f32), torch on CUDA",
+    )
+    reduced_precision: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="bf16 (CPUs with native bf16) or fp16 (CUDA); auto: only when the self-check at worker "
+        "start passes on these weights; an explicit BACKDROP_CPU_BF16 on/off still decides on a CPU",
+    )
+    reduced_precision_tolerance: float = Field(
+        default=2e-2, gt=0, le=1, description="self-check: mean and p99 |Δα| must stay under half of this"
+    )
+    engine_cache_dir: str = Field(
+        default="~/.cache/backdrop/engines",
+        description="where converted engines are kept, keyed by checkpoint sha256 and engine version; empty: none",
+    )
+
     # --- inference size -------------------------------------------------------------------
     inference_ref_size: int = Field(
         default=512, ge=32, description="short side of the network input, before /32 rounding"
     )
     inference_max_side: int = Field(
         default=1024, ge=32, description="upper bound on the long side of the network input"
+    )
+    shape_buckets: Literal["off", "resize"] = Field(
+        default="off",
+        description="resize network inputs into a few aspect-ratio buckets (common/sizing.py) so that "
+        "concurrent jobs share batches; off: each photo's own aspect ratio",
     )
 
     # --- input limits ---------------------------------------------------------------------

@@ -72,7 +72,8 @@ class WorkerService:
             reconciler = Reconciler(service.redis, service.jobs, service.events, celery, settings)
             service.reconciler = ReconcilerLoop(reconciler, settings, service.name)
             service.reconciler.start()
-        log.info("worker ready: %s on %s (%s)", service.name, runner.device, runner.precision.value)
+        engine = runner.engine
+        log.info("worker ready: %s on %s (%s, %s)", service.name, runner.device, engine.version, engine.precision.value)
         return service
 
     def _forward(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -95,10 +96,12 @@ class WorkerService:
             return self._faces
 
     def announce(self) -> None:
-        """Record that this worker has its model loaded, which checkpoint on which device, and its process
-        (read by readiness checks, ``backdrop serve`` and tests)."""
+        """Record that this worker has its model loaded, which checkpoint on which device, its engine and
+        precision with the reasons and self-check figures, and its process (read by readiness checks,
+        ``backdrop serve`` and tests)."""
         key = keyspace.WORKER.format(name=self.name)
         loaded = {
+            **self.runner.describe(),
             "device": str(self.runner.device),
             "precision": self.runner.precision.value,
             "model_path": str(self.settings.model_path),

@@ -11,6 +11,8 @@ import torch
 
 from common.sizing import colab_inference_size
 from worker.checkpoint import load_modnet
+from worker.engines.base import Engine
+from worker.engines.selection import CONFORMANCE_TOLERANCE
 from worker.modnet import MODNet
 from worker.runtime import ModelRunner, Precision, colab_matte
 
@@ -103,8 +105,10 @@ def test_per_layer_activations(model: MODNet, vectors: dict[str, np.ndarray]) ->
         np.testing.assert_allclose(captured[name], vectors[f"b1_64x96__act__{name}"], rtol=0, atol=ATOL, err_msg=name)
 
 
-def test_colab_pipeline_vectors(modnet_fixtures: Path, pipeline_vectors: dict[str, np.ndarray]) -> None:
-    runner = ModelRunner(load_modnet(modnet_fixtures / "random_weights.ckpt"), torch.device("cpu"), Precision.FP32)
+def test_colab_pipeline_vectors(engine: Engine, modnet_fixtures: Path, pipeline_vectors: dict[str, np.ndarray]) -> None:
+    """Against every engine (tests/conformance/conftest.py): torch within 1e-4, the others within 1e-3."""
+    atol = ATOL if engine.name == "torch" else CONFORMANCE_TOLERANCE
+    runner = ModelRunner(load_modnet(modnet_fixtures / "random_weights.ckpt"), torch.device("cpu"), engine=engine)
     for case in pipeline_vectors["case_names"]:
         image = pipeline_vectors[f"{case}__image_uint8"]
         height, width = image.shape[:2]
@@ -112,7 +116,7 @@ def test_colab_pipeline_vectors(modnet_fixtures: Path, pipeline_vectors: dict[st
         assert colab_inference_size(height, width) == (rh, rw), case
 
         matte = colab_matte(runner, image)
-        np.testing.assert_allclose(matte, pipeline_vectors[f"{case}__matte"], rtol=0, atol=ATOL, err_msg=case)
+        np.testing.assert_allclose(matte, pipeline_vectors[f"{case}__matte"], rtol=0, atol=atol, err_msg=case)
         png = (matte * 255).astype(np.uint8)
         diff = np.abs(png.astype(int) - pipeline_vectors[f"{case}__matte_png_uint8"].astype(int))
         assert diff.max() <= 1, case
