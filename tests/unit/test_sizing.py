@@ -63,3 +63,44 @@ def test_aspect_rule_invariants(height: int, width: int) -> None:
 def test_network_input_size_dispatches() -> None:
     assert network_input_size(2000, 300, SizeRule.COLAB) == (1984, 288)
     assert network_input_size(2000, 300, SizeRule.ASPECT, max_side=1024) == (1024, 160)
+
+
+def test_bucket_sizes_are_few_and_network_legal() -> None:
+    from common.sizing import bucket_sizes
+
+    sizes = bucket_sizes()
+    assert sizes[:3] == [(512, 512), (640, 512), (512, 640)]
+    assert (672, 512) in sizes and (768, 512) in sizes and (896, 512) in sizes
+    assert len(sizes) == 9 and all(h % 32 == 0 and w % 32 == 0 for h, w in sizes)
+    assert all(max(size) <= 256 for size in bucket_sizes(ref_size=128, max_side=256))
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((1600, 1200), (672, 512)),  # 3:4
+        ((1250, 1000), (640, 512)),  # 4:5
+        ((1000, 1000), (512, 512)),
+        ((1500, 1000), (768, 512)),  # 2:3
+        ((1000, 1500), (512, 768)),
+        ((718, 640), (640, 512)),  # 1.12: nearer 5:4 than 1:1
+        ((1014, 978), (512, 512)),
+        ((2000, 300), None),  # far from every bucket: keeps its own size
+    ],
+)
+def test_photos_snap_to_the_nearest_bucket_of_their_orientation(
+    size: tuple[int, int], expected: tuple[int, int] | None
+) -> None:
+    from common.sizing import bucket_size, bucketed_inference_size
+
+    assert bucket_size(*size) == expected
+    assert bucketed_inference_size(*size) == (expected or inference_size(*size))
+
+
+def test_buckets_only_with_the_setting() -> None:
+    from common.pipeline import network_input_shape
+    from common.settings import Settings
+
+    assert network_input_shape(718, 640, Settings()) == (576, 512)
+    assert network_input_shape(718, 640, Settings(shape_buckets="resize")) == (640, 512)
+    assert network_input_shape(718, 640, Settings(shape_buckets="resize"), SizeRule.COLAB) == (544, 512)
