@@ -18,7 +18,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    BACKDROP_MODEL_PATH=/models/modnet_photographic_portrait_matting.ckpt
+    BACKDROP_MODEL_PATH=/models/modnet_photographic_portrait_matting.ckpt \
+    BACKDROP_ENGINE_CACHE_DIR=/models/engines
+# The engine converted at the first start (OpenVINO, keyed by the checkpoint's sha256) is kept beside
+# the checkpoint, so a volume on /models keeps it across restarts; an unwritable one only costs the
+# conversion at each start.
 # A fixed numeric UID lets Kubernetes' runAsNonRoot check the user without a name lookup. It owns
 # /models and /app/data (LocalStorage's default root) so it can write there; a named volume mounted
 # on /models starts out with this ownership.
