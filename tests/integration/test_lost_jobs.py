@@ -17,15 +17,18 @@ import pytest
 import redis
 
 from common import keyspace
+from common.batches import BatchStore
 from common.jobs import InputInfo, Job, JobStore, new_job_id
 from common.options import JobOptions
-from common.queue import INTERACTIVE_QUEUE, jobs_in_broker
+from common.queue import INTERACTIVE_QUEUE, jobs_in_broker, make_celery, send_job
 from common.settings import Settings
 from common.storage import LocalStorage, input_key
 from tests.integration.stack import Stack, http, multipart
 from tests.integration.test_service import rgba_photo
 from worker import celery_app, tasks
 from worker.embedded import ManagedProcess, free_port, start_redis, wait_until
+from worker.notifications import JobEvents
+from worker.reconciler import Reconciler
 from worker.runtime import ModelRunner
 from worker.service import WorkerService
 
@@ -107,6 +110,41 @@ def test_a_worker_killed_between_pop_and_unacked_loses_no_job(stack_factory: Cal
     stack.start_worker(concurrency=2)
     wait_all(stack, submitted)
     assert record(stack, lost).deliveries == 2  # the lost delivery, then the reconciler's
+
+
+def test_the_reconciler_enqueues_only_stale_jobs_without_a_message(redis_url: str) -> None:
+    """One run, in this process against a real Redis: each kind of pending job, and a canceled one."""
+    settings = Settings(redis_url=redis_url, visibility_timeout=5, reconcile_after_timeouts=1, max_deliveries=2)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    jobs = JobStore(client, settings.job_ttl_seconds)
+    celery = make_celery(settings)
+    info = InputInfo(bytes=1, format="PNG", width=1, height=1)
+
+    def pending(name: str) -> str:
+        job_id = new_job_id()
+        jobs.create(job_id, input_key(job_id), info, JobOptions(), owner=name)
+        return job_id
+
+    waiting, lost, spent, canceled, fresh = (pending(name) for name in ("a", "b", "c", "d", "e"))
+    send_job(celery, waiting, INTERACTIVE_QUEUE)  # its message is in the queue
+    jobs.add_delivery(spent, settings.max_deliveries, "d1")
+    jobs.add_delivery(spent, settings.max_deliveries, "d2")
+    jobs.start(spent)  # its last delivery died with its worker, and the message is gone
+    jobs.cancel(canceled)
+    old = time.time() - 60
+    client.zadd(keyspace.PENDING_SINCE, {job_id: old for job_id in (waiting, lost, spent)})
+    reconciler = Reconciler(client, jobs, JobEvents(None, jobs, BatchStore(client, jobs)), celery, settings)
+    try:
+        report = reconciler.run_once(time.time())
+        assert report.requeued == [lost] and report.failed == [spent] and report.alive == 1
+        assert jobs_in_broker(client) == {waiting, lost}
+        assert jobs.get(lost).deliveries == 1  # the lost message, never started, counted
+        failed = jobs.get(spent)
+        assert failed.status.value == "failed" and failed.error.code == "worker_lost"
+        assert jobs.get(canceled).status.value == "canceled" and jobs.get(fresh).status.value == "queued"
+        assert reconciler.run_once(time.time()).requeued == []  # each is looked at again only when stale again
+    finally:
+        client.close()
 
 
 # --- 2. Redis killed (kill -9) and restarted on its append-only file ----------------------------------
