@@ -148,8 +148,11 @@ def enqueue_job(
     job_id: str | None = None,
     batch_id: str | None = None,
     queue: str = INTERACTIVE_QUEUE,
+    max_pending: int = 0,
 ) -> Job:
     """Store the upload, write the record, then send the message (which carries only the job id).
+    ``max_pending``: the owner's quota, checked atomically with the write of the record (0: checked by
+    the caller, as a batch does for all its jobs at once).
 
     ``job_id``: the id an Idempotency-Key reserved; when a concurrent request with that key wrote the
     record first, that record is the answer and no second message is sent. A crash after the record
@@ -179,11 +182,17 @@ def enqueue_job(
             batch_id=batch_id,
             image_url=request.image_url,
             background_image_key=background,
+            max_pending=max_pending,
         )
         if request.refused is not None:
             # One bad photo of a batch fails alone, with its code, instead of refusing the batch.
             api.jobs.fail(job_id, request.refused.code, request.refused.message)
             return api.jobs.get(job_id) or job
+    except TooManyPending:
+        for stored in (key if request.source_key is None else None, background):
+            if stored is not None:
+                api.storage.delete(stored)  # the refused job's upload must not linger until retention
+        raise
     except JobExists:
         existing = api.jobs.get(job_id)
         if existing is None:

@@ -14,7 +14,7 @@ import redis
 from pydantic import BaseModel, Field, ValidationError
 
 from common import keyspace
-from common.errors import BackdropError, RecordDamaged
+from common.errors import BackdropError, RecordDamaged, TooManyPending
 from common.id_report import IdPhotoSummary
 from common.options import JobOptions
 
@@ -111,10 +111,16 @@ def now() -> datetime:
 _JSON_FIELDS = ("input", "options", "results", "id_photos", "error")
 
 # Atomic creation: KEYS = [job hash, owner's pending set, pending index]; ARGV = [ttl seconds, job id,
-# now, field, value, ...]. Returns 0 (and writes nothing) when the record already exists, else 1.
+# now, pending limit (0: none), field, value, ...]. Returns 0 (and writes nothing) when the record
+# already exists, -1 - n when the owner already has n >= limit pending jobs, else 1.
 _CREATE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local limit = tonumber(ARGV[4])
+if limit > 0 then
+  local pending = redis.call('SCARD', KEYS[2])
+  if pending >= limit then return -1 - pending end
+end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
@@ -248,7 +254,11 @@ class JobStore:
         batch_id: str | None = None,
         image_url: str | None = None,
         background_image_key: str | None = None,
+        max_pending: int = 0,
     ) -> Job:
+        """Write a new queued record; ``JobExists`` when the id is taken, ``TooManyPending`` when the
+        owner already has ``max_pending`` (0: no limit) queued or processing jobs, checked in the same
+        atomic step as the write so that concurrent submissions cannot pass the quota together."""
         stamp = now()
         job = Job(
             id=job_id,
@@ -265,12 +275,17 @@ class JobStore:
             background_image_key=background_image_key,
         )
         fields = _encode(job.model_dump(exclude_none=False) | {"input": info, "options": options, "results": {}})
-        args: list[str] = [str(self.ttl), job_id, repr(stamp.timestamp())]
+        args: list[str] = [str(self.ttl), job_id, repr(stamp.timestamp()), str(max_pending)]
         for name, value in fields.items():
             args += [name, value]
         keys = [self.key(job_id), keyspace.PENDING.format(owner=owner), keyspace.PENDING_SINCE]
-        if not self._create_script(keys=keys, args=args):
+        created = self._create_script(keys=keys, args=args)
+        if created == 0:
             raise JobExists(job_id)
+        if created < 0:
+            raise TooManyPending(
+                f"{-created - 1} jobs are already queued or processing for this key (limit {max_pending})"
+            )
         return job
 
     def pending_count(self, owner: str) -> int:

@@ -66,7 +66,13 @@ def create_job(form: JobForm, header: JobHeaders) -> Response:  # type: ignore[v
         response.headers["Idempotent-Replayed"] = "true"
         return response
     submissions.check_quota(api, owner)
-    job = submissions.enqueue_job(api, owner, request, job_id=reservation.job_id if reservation else None)
+    job = submissions.enqueue_job(
+        api,
+        owner,
+        request,
+        job_id=reservation.job_id if reservation else None,
+        max_pending=api.settings.max_pending_jobs,
+    )
     if idempotency_key:
         submissions.confirm(api, owner, idempotency_key, body_hash, job)
     wait = submissions.requested_wait(api, header.prefer or "")
