@@ -170,7 +170,7 @@ def enqueue_job(
     input_info = (
         InputInfo(bytes=len(request.image or b""), format=info.format, width=info.width, height=info.height)
         if info is not None
-        else InputInfo(bytes=0, format="", width=0, height=0)
+        else InputInfo(bytes=None, format=None, width=None, height=None)
     )
     try:
         job = api.jobs.create(

@@ -47,10 +47,13 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 
 
 class InputInfo(BaseModel):
-    bytes: int
-    format: str
-    width: int
-    height: int
+    """What is known of the input photo when the job is accepted: nothing yet for a photo by URL
+    (fetched by the worker), hence None rather than made-up zeros."""
+
+    bytes: int | None
+    format: str | None
+    width: int | None
+    height: int | None
 
 
 class ResultInfo(BaseModel):

@@ -30,10 +30,10 @@ class ErrorBody(BaseModel):
 
 
 class InputModel(BaseModel):
-    bytes: int
-    format: str
-    width: int
-    height: int
+    bytes: int | None = Field(description="null for a photo by URL (fetched by the worker)")
+    format: str | None
+    width: int | None
+    height: int | None
     url: str | None = None
 
 

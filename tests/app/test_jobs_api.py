@@ -167,3 +167,15 @@ def test_redis_down_is_503_queue_unavailable(tmp_path) -> None:
     assert (response.status_code, response.json["error"]["code"]) == (503, "queue_unavailable")
     assert response.headers["Retry-After"] == "5"
     assert "127.0.0.1" not in response.json["error"]["message"]
+
+
+def test_a_photo_by_url_has_no_made_up_size(client: FlaskClient, auth: dict) -> None:
+    response = submit(client, auth, image_url="https://example.invalid/photo.jpg")
+    assert response.status_code == 202, response.json
+    assert response.json["input"] == {
+        "bytes": None,
+        "format": None,
+        "width": None,
+        "height": None,
+        "url": "https://example.invalid/photo.jpg",
+    }
