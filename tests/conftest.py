@@ -12,6 +12,8 @@ import redis
 
 from worker.embedded import free_port, start_redis
 
+pytest_plugins = ["tests.silent_server"]  # its fixture, for every folder
+
 TESTS_DIR = Path(__file__).parent
 FOLDER_MARKERS = {
     "unit": pytest.mark.unit,

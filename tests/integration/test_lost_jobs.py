@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import re
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from common.settings import Settings
 from common.storage import LocalStorage, input_key
 from tests.integration.stack import Stack, http, multipart
 from tests.integration.test_service import rgba_photo
+from tests.silent_server import SilentServer
 from worker import celery_app, tasks
 from worker.embedded import ManagedProcess, free_port, start_redis, wait_until
 from worker.notifications import JobEvents
@@ -307,40 +307,8 @@ def _answers(stack: Stack) -> bool:
 # --- 4. a job that kills its worker at every delivery ----------------------------------------------------
 
 
-class HangingServer:
-    """An HTTP server on loopback that accepts connections and never answers, counting them: a photo
-    URL whose fetch holds its job in ``processing`` until the test kills the worker."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections.append(connection)
-
-    def close(self) -> None:
-        self.sock.close()
-        for connection in self.connections:
-            connection.close()
-
-
-@pytest.fixture
-def hanging_server() -> Iterator[HangingServer]:
-    server = HangingServer()
-    yield server
-    server.close()
-
-
 def test_a_job_that_kills_its_worker_fails_worker_lost_after_its_deliveries(
-    stack_factory: Callable[..., Stack], hanging_server: HangingServer
+    stack_factory: Callable[..., Stack], silent_server: SilentServer
 ) -> None:
     deliveries = 2
     stack = stack_factory(
@@ -352,13 +320,13 @@ def test_a_job_that_kills_its_worker_fails_worker_lost_after_its_deliveries(
     )
     worker = stack.start_worker(concurrency=2)
     stack.start_api()
-    body, content_type = multipart({"image_url": f"http://127.0.0.1:{hanging_server.port}/photo.png"}, {})
+    body, content_type = multipart({"image_url": f"http://127.0.0.1:{silent_server.port}/photo.png"}, {})
     response = stack.request("POST", "/v1/jobs", body, {"Content-Type": content_type})
     assert response.status == 202, response.body
     poison = response.json()["id"]
 
     for delivery in range(1, deliveries + 1):
-        wait_until(lambda n=delivery: len(hanging_server.connections) >= n, DEADLINE, f"delivery {delivery}")
+        wait_until(lambda n=delivery: len(silent_server.connections) >= n, DEADLINE, f"delivery {delivery}")
         assert record(stack, poison).status.value == "processing"
         assert poison in jobs_in_broker(stack.redis)  # delivered and unacknowledged: not a lost message
         worker.send_signal(signal.SIGKILL)  # what running this job does to its worker
@@ -367,6 +335,6 @@ def test_a_job_that_kills_its_worker_fails_worker_lost_after_its_deliveries(
 
     failed = stack.wait_for(poison, timeout=DEADLINE)
     assert failed["status"] == "failed" and failed["error"]["code"] == "worker_lost"
-    assert len(hanging_server.connections) == deliveries  # never run again after its last delivery
+    assert len(silent_server.connections) == deliveries  # never run again after its last delivery
     assert record(stack, poison).deliveries == deliveries
     wait_all(stack, [submit(stack, 400)])  # the worker that refused it is up and working
