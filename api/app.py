@@ -12,7 +12,7 @@ from api.auth import authenticate_request
 from api.context import EXTENSION, ApiContext
 from api.context import ctx as request_context
 from api.errors import error_response, register_error_handlers
-from api.limits import keep_own_retry_after, limiter
+from api.limits import init_waits, keep_own_retry_after, limiter
 from api.routes.batches import batches
 from api.routes.demo import demo
 from api.routes.docs import docs
@@ -117,6 +117,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url
     app.config["RATELIMIT_SWALLOW_ERRORS"] = True  # Redis trouble is reported by the routes, not as a 500
     limiter.init_app(app)
+    init_waits(app, settings)
     app.register_api(health)
     app.register_api(jobs)
     app.register_api(files)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import g, request
 
 from api.context import ctx
+from api.limits import count_failed_authentication
 from common.api_keys import ANONYMOUS
 from common.errors import Unauthorized
 
@@ -32,10 +33,14 @@ def authenticate_request() -> None:
     if api.settings.auth == "disabled":
         g.owner = ANONYMOUS
         return
-    token = _token()
-    if token is None:
-        raise Unauthorized("send an API key: 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'")
-    g.owner = api.api_keys.authenticate(token).id
+    try:
+        token = _token()
+        if token is None:
+            raise Unauthorized("send an API key: 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'")
+        g.owner = api.api_keys.authenticate(token).id
+    except Unauthorized:
+        count_failed_authentication(api.settings)  # a 429 instead, past the address's budget
+        raise
 
 
 def current_owner() -> str:

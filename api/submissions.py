@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -286,9 +287,15 @@ def requested_wait(api: ApiContext, prefer: str) -> int | None:
     return min(int(match.group(1)), api.settings.max_wait_seconds) if match else None
 
 
+WAIT_POLL_SECONDS = 0.1
+
+
 def wait_for_terminal(api: ApiContext, job: Job, seconds: int) -> Job:
+    """The job once it has finished, or as it is after ``seconds``; the caller holds a wait slot."""
     deadline = time.monotonic() + seconds
-    while not job.status.is_terminal and time.monotonic() < deadline:
-        time.sleep(0.1)
+    for _ in range(math.ceil(seconds / WAIT_POLL_SECONDS) + 1):
+        if job.status.is_terminal or time.monotonic() >= deadline:
+            break
+        time.sleep(WAIT_POLL_SECONDS)
         job = api.jobs.get(job.id) or job
     return job

@@ -85,6 +85,21 @@ class Settings(BaseSettings):
     rate_limit: str = Field(default="600/minute", description="requests per API key (Flask-Limiter notation)")
     max_pending_jobs: int = Field(default=1000, ge=1, description="queued + processing jobs allowed per API key")
     max_wait_seconds: int = Field(default=60, ge=0, le=60, description="longest 'Prefer: wait=N' hold of a POST")
+    poll_rate_limit: str | None = Field(
+        default=None,
+        description="GET polls of jobs and batches per API key, a budget apart from rate_limit; None: "
+        "6000/minute while rate_limit is at its default, else rate_limit's value",
+    )
+    auth_failure_rate_limit: str = Field(
+        default="60/minute", description="failed authentications per client address; beyond it 429, not 401"
+    )
+    file_rate_limit: str = Field(default="1200/minute", description="/v1/files downloads per client address")
+    max_waiting_requests: int = Field(
+        default=2, ge=0, description="'Prefer: wait' requests held at once per API process; keep below its threads"
+    )
+    max_waiting_per_key: int = Field(
+        default=2, ge=0, description="'Prefer: wait' requests held at once per API key, all processes together"
+    )
     cleanup_interval_seconds: int = Field(default=300, ge=1, description="how often workers delete expired objects")
     cors_origins: str = Field(
         default="", description="comma-separated origins whose web pages may call the API (CORS); empty: none"

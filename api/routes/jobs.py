@@ -10,6 +10,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from api import submissions
 from api.auth import current_owner
 from api.context import ApiContext, ctx
+from api.limits import wait_slot
 from api.schemas import ERRORS, JobForm, JobHeaders, JobModel, JobPath
 from common.errors import NotFound, RecordDamaged
 from common.jobs import Job, JobStatus, TransitionRefused, is_record_id
@@ -76,12 +77,17 @@ def create_job(form: JobForm, header: JobHeaders) -> Response:  # type: ignore[v
     if idempotency_key:
         submissions.confirm(api, owner, idempotency_key, body_hash, job)
     wait = submissions.requested_wait(api, header.prefer or "")
+    applied = wait if wait == 0 else None
     if wait:
-        job = submissions.wait_for_terminal(api, job, wait)
+        # Past the caps on held requests the preference is ignored (RFC 7240): a 202 at once.
+        with wait_slot(api, owner, wait) as granted:
+            if granted:
+                job = submissions.wait_for_terminal(api, job, wait)
+                applied = wait
     response = job_response(job, api, 200 if job.status.is_terminal else 202)
     response.headers["Location"] = url_for("jobs.get_job", job_id=job.id)
-    if wait is not None:
-        response.headers["Preference-Applied"] = f"wait={wait}"
+    if applied is not None:
+        response.headers["Preference-Applied"] = f"wait={applied}"
     return response
 
 
