@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+import logging
+import time
+
+from flask import Flask, Response, g, request
 from flask_cors import CORS
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
@@ -13,6 +16,7 @@ from api.context import EXTENSION, ApiContext
 from api.context import ctx as request_context
 from api.errors import error_response, register_error_handlers
 from api.limits import init_waits, keep_own_retry_after, limiter
+from api.metrics import observe_requests
 from api.routes.batches import batches
 from api.routes.demo import demo
 from api.routes.docs import docs
@@ -20,7 +24,9 @@ from api.routes.files import files
 from api.routes.health import health
 from api.routes.id_specs import id_specs
 from api.routes.jobs import jobs
+from api.routes.metrics import mount_metrics
 from api.schemas import ErrorBody
+from common import logging_setup
 from common.settings import Settings, get_settings
 
 # Room for the multipart envelope and the small option fields around the image.
@@ -71,6 +77,7 @@ CORS_EXPOSED_HEADERS = [
     "RateLimit-Reset",
     "Preference-Applied",
     "Idempotent-Replayed",
+    "X-Request-Id",
 ]
 
 
@@ -88,8 +95,55 @@ def enable_cors(app: Flask, settings: Settings) -> None:
         )
 
 
+access_log = logging.getLogger("api.access")
+
+
+def configure_api_logging(settings: Settings) -> None:
+    """The process's logs in ``BACKDROP_LOG_FORMAT``, gunicorn's own lines included. One access line
+    per request: ours in JSON (with the request and job ids), gunicorn's in text."""
+    logging_setup.configure_logging(settings, also=("gunicorn.error",))
+    json_lines = settings.log_format == "json"
+    logging.getLogger("gunicorn.access").disabled = json_lines
+    access_log.disabled = not json_lines
+    logging_setup.send_request_ids_with_tasks()
+
+
+def bind_request_id() -> None:
+    """Give the request an id (the client's ``X-Request-Id``, or a new one) that every log line of it carries."""
+    g.request_id = logging_setup.request_id_from(request.headers.get("X-Request-Id"))
+    g.log_tokens = logging_setup.bind(request_id=g.request_id)
+
+
+def answer_with_request_id(response: Response) -> Response:
+    """Return the request id, and log the request as one line, with the job (or batch) it is about."""
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    args = request.view_args or {}
+    fields = {"job_id": args.get("job_id"), "batch_id": args.get("batch_id")}
+    if request.method == "POST" and response.is_json and 200 <= response.status_code < 300:
+        created = response.get_json(silent=True) or {}
+        fields["batch_id" if request.path.startswith("/v1/batches") else "job_id"] = created.get("id")
+    now = time.perf_counter()
+    access_log.info(
+        "%s %s %s",
+        request.method,
+        request.path,  # never the query string: signed download links must not land in a log
+        response.status_code,
+        extra={
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - g.get("backdrop_request_started", now)) * 1000, 1),
+            **{key: value for key, value in fields.items() if value},
+        },
+    )
+    return response
+
+
+def unbind_request_id(_: BaseException | None = None) -> None:
+    logging_setup.unbind(g.pop("log_tokens", []))
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
+    configure_api_logging(settings)
     app = OpenAPI(
         __name__,
         info=Info(
@@ -111,6 +165,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[EXTENSION] = api
     register_error_handlers(app)
     enable_cors(app, settings)
+    observe_requests(app)  # first: its clock starts before the other hooks
+    app.before_request(bind_request_id)
+    app.after_request(answer_with_request_id)
+    app.teardown_request(unbind_request_id)
     app.before_request(refuse_long_urls)
     app.before_request(authenticate_request)  # before the rate limiter, which counts per key
     app.after_request(keep_own_retry_after)  # after_request runs in reverse: this one after the limiter's
@@ -126,4 +184,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(docs)
     app.register_blueprint(demo)
     app.before_request(apply_body_limit)
+    mount_metrics(app, api.redis)
     return app

@@ -176,6 +176,18 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = Field(default=3, ge=0, le=20, description="redirects followed by image_url fetches")
     webhook_max_attempts: int = Field(default=8, ge=1, description="delivery attempts of one webhook event")
 
+    # --- operations: logs and metrics -----------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="the level of the API's and the workers' logs"
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="the API's and the workers' logs: JSON lines, or plain text for reading"
+    )
+    worker_metrics_port: int = Field(
+        default=9808, ge=0, le=65535, description="the port of a worker process's Prometheus /metrics; 0: none"
+    )
+    worker_metrics_host: str = Field(default="0.0.0.0", description="the address the worker's /metrics listens on")
+
     # --- output ---------------------------------------------------------------------------
     decontaminate: bool = Field(default=True, description="estimate the true foreground colour at soft edges")
     id_tilt_threshold_degrees: float = Field(

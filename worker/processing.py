@@ -24,6 +24,7 @@ from common.pipeline import (
 )
 from common.storage import result_key
 from worker.batcher import BatchResult
+from worker.metrics import composite_and_encode, timed
 from worker.service import WorkerService
 
 log = logging.getLogger(__name__)
@@ -65,17 +66,30 @@ def render(
     options = job.options
     if not options.is_id_photo:
         background = job_background(job, service)
-        prepared = prepare(read_input(job, service), settings)
-        forward = service.batcher.submit(prepared.network_input).result()
-        return result_files(finish(prepared, forward.output, options, background).outputs), None, forward
-    decoded = decode(read_input(job, service), settings)
+        with timed("read"):
+            source = read_input(job, service)
+        with timed("decode"):
+            prepared = prepare(source, settings)
+        with timed("network"):
+            forward = service.batcher.submit(prepared.network_input).result()
+        with composite_and_encode():
+            finished = finish(prepared, forward.output, options, background)
+        return result_files(finished.outputs), None, forward
+    with timed("read"):
+        source = read_input(job, service)
+    with timed("decode"):
+        decoded = decode(source, settings)
     forward = None
     if options.matte_source == "alpha":
         matte = matte_from_alpha(decoded)
     else:
-        forward = service.batcher.submit(prepare(decoded, settings).network_input).result()
+        with timed("network"):
+            forward = service.batcher.submit(prepare(decoded, settings).network_input).result()
         matte = full_resolution_matte(forward.output, decoded)
-    results = finish_id_photos(decoded, matte, service.faces.detect(decoded.rgb), options, settings)
+    with timed("faces"):
+        faces = service.faces.detect(decoded.rgb)
+    with timed("id_photo"):
+        results = finish_id_photos(decoded, matte, faces, options, settings)
     summaries = [IdPhotoSummary.of(result.report, result.sheet_count) for result in results]
     return id_photo_files(results), summaries, forward
 
@@ -130,17 +144,18 @@ def process_job(service: WorkerService, job_id: str, *, delivery: str | None = N
         return Outcome(JobStatus.FAILED, exc.code)
 
     results: dict[str, ResultInfo] = {}
-    for item in files:
-        key = result_key(job_id, f"{item.name}.{item.extension}")
-        service.storage.put(key, item.data, item.media_type)  # deterministic key: a rerun overwrites
-        results[item.name] = ResultInfo(
-            key=key,
-            format=item.format,
-            media_type=item.media_type,
-            bytes=len(item.data),
-            width=item.width,
-            height=item.height,
-        )
+    with timed("store"):
+        for item in files:
+            key = result_key(job_id, f"{item.name}.{item.extension}")
+            service.storage.put(key, item.data, item.media_type)  # deterministic key: a rerun overwrites
+            results[item.name] = ResultInfo(
+                key=key,
+                format=item.format,
+                media_type=item.media_type,
+                bytes=len(item.data),
+                width=item.width,
+                height=item.height,
+            )
     try:
         recorded = service.jobs.succeed(
             job_id,

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.batcher import Batcher
 from worker.faces import FaceDetector
+from worker.metrics import observe_forward
 from worker.notifications import JobEvents
 from worker.reconciler import Reconciler, ReconcilerLoop
 from worker.retention import RetentionLoop
@@ -78,7 +80,9 @@ class WorkerService:
 
     def _forward(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         passes_before = self.runner.forward_passes
+        start = time.perf_counter()
         mattes = self.runner.predict(images)
+        observe_forward(len(images), time.perf_counter() - start)
         try:
             self.redis.hincrby(
                 keyspace.WORKER.format(name=self.name), "forward_passes", self.runner.forward_passes - passes_before
