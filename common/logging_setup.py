@@ -29,6 +29,8 @@ REQUEST_ID_HEADER = "backdrop_request_id"
 MAX_REQUEST_ID_LENGTH = 128
 _REQUEST_ID_PATTERN = re.compile(rf"[A-Za-z0-9._:/+=-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 _RECORD_ID = re.compile(r"\b[0-9a-f]{32}\b")
+_ARGSREPR_ID = re.compile(r"'argsrepr': \"\['([0-9a-f]{32})'")
+_REQUEST_ID_IN_MESSAGE = re.compile(rf"'{REQUEST_ID_HEADER}': '([^']+)'")
 # The Celery task names whose first argument is a job id (or a batch id, for batch events).
 _JOB_TASKS = ("backdrop.process_job", "backdrop.deliver_webhook")
 
@@ -79,7 +81,7 @@ def _celery_record_context(record: logging.LogRecord) -> TaskContext | None:
     arguments are a mapping with the task id, and at receipt its name and arguments."""
     args = record.args
     if not isinstance(args, Mapping) or "id" not in args:
-        return None
+        return _celery_message_context(record)
     known = recent_tasks.get(str(args["id"]))
     if known is not None:
         return known
@@ -88,6 +90,18 @@ def _celery_record_context(record: logging.LogRecord) -> TaskContext | None:
         if found and "'batch." not in str(args.get("args", "")):
             return TaskContext(found.group(0), None)
     return None
+
+
+def _celery_message_context(record: logging.LogRecord) -> TaskContext | None:
+    """The job of a Celery line that prints a job's whole message (the pool's debug lines)."""
+    if not record.name.startswith("celery") or _JOB_TASKS[0] not in str(record.msg) + str(record.args):
+        return None
+    message = record.getMessage()
+    found = _ARGSREPR_ID.search(message)
+    if found is None:
+        return None
+    request = _REQUEST_ID_IN_MESSAGE.search(message)
+    return TaskContext(found.group(1), request.group(1) if request else None)
 
 
 class ContextFilter(logging.Filter):
