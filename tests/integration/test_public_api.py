@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,6 +121,34 @@ def test_rate_limit(stack_factory: Callable[..., Stack]) -> None:
     assert statuses[0].headers["ratelimit-remaining"] == "4"
     assert 0 <= int(limited.headers["ratelimit-reset"]) <= 61  # seconds (rounded up) until a request is free
     assert stack.poll("0" * 32, token=stack.new_key()).status == 404  # per key, not global
+
+
+def test_waits_of_one_key_leave_the_api_answering(stack_factory: Callable[..., Stack]) -> None:
+    """As many 'Prefer: wait' POSTs from one key as the API has threads (16): past the caps they are
+    answered at once, and a health check is answered while the held ones still wait."""
+    stack = stack_factory("local")  # no worker: a held wait lasts all of its 5 s
+    stack.start_api()
+    events: list[str] = []
+
+    def submit(seed: int) -> None:
+        answer = stack.submit(rgba_photo(seed), headers={"Prefer": "wait=5"})
+        events.append("held" if "preference-applied" in answer.headers else f"at once {answer.status}")
+
+    threads = [threading.Thread(target=submit, args=(seed,)) for seed in range(16)]
+    for thread in threads:
+        thread.start()
+    for _ in range(40):  # at most 4 s, within the waits
+        if sum(event.startswith("at once") for event in events) >= 14:
+            break
+        time.sleep(0.1)
+    health = stack.request("GET", "/healthz", token=None)
+    events.append(f"healthz {health.status}")
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(events) == 17
+    assert events.count("held") <= 2 and events.count("at once 202") >= 14
+    assert "healthz 200" in events
+    assert "held" not in events[: events.index("healthz 200")]  # answered while the held ones waited
 
 
 def test_results_and_records_expire(stack_factory: Callable[..., Stack]) -> None:
