@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -38,6 +39,12 @@ Predict = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 # The faces in an (H, W, 3) uint8 photo: the worker's face detector.
 DetectFaces = Callable[[np.ndarray], list[Face]]
 REPORT_MEDIA_TYPE = "application/json"
+# Times a named stage of the pipeline ("composite", "encode"): the worker's metrics, or nothing.
+StageTimer = Callable[[str], AbstractContextManager[object]]
+
+
+def untimed(_stage: str) -> AbstractContextManager[object]:
+    return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -122,44 +129,64 @@ def full_resolution_matte(matte: np.ndarray, decoded: DecodedImage) -> np.ndarra
 
 
 def render_outputs(
-    decoded: DecodedImage, matte: np.ndarray, options: JobOptions, background: BackgroundSpec | None = None
+    decoded: DecodedImage,
+    matte: np.ndarray,
+    options: JobOptions,
+    background: BackgroundSpec | None = None,
+    *,
+    timer: StageTimer = untimed,
 ) -> RenderedOutputs:
     """Composite, cutout and matte at full resolution, encoded as asked. ``background`` defaults to
-    the options' own (pass it for ``background=image``, with the decoded image)."""
+    the options' own (pass it for ``background=image``, with the decoded image); ``timer`` times the
+    compositing and the encoding apart."""
     background = background or options.background_spec()
     height, width = decoded.height, decoded.width
-    image = to_float(decoded.rgb)
-    foreground = estimate_foreground(image, matte) if options.decontaminate else image
     kinds = options.output_kinds
     items: dict[OutputKind, RenderedOutput] = {}
 
-    def add(kind: OutputKind, data: bytes, fmt: OutputFormat) -> None:
-        items[kind] = RenderedOutput(kind, data, fmt, width, height)
+    def add(kind: OutputKind, encode: Callable[[], bytes], fmt: OutputFormat) -> None:
+        with timer("encode"):
+            items[kind] = RenderedOutput(kind, encode(), fmt, width, height)
 
-    rgba: np.ndarray | None = None
-    if OutputKind.COMPOSITE in kinds:
-        fmt = options.composite_format
-        if background.kind is BackgroundKind.TRANSPARENT:
-            rgba = cutout(foreground, matte)
-            add(OutputKind.COMPOSITE, encode_rgba_png(rgba, dpi=decoded.dpi), fmt)
-        else:
+    with timer("composite"):
+        image = to_float(decoded.rgb)
+        foreground = estimate_foreground(image, matte) if options.decontaminate else image
+        transparent = background.kind is BackgroundKind.TRANSPARENT
+        wants_rgba = OutputKind.CUTOUT in kinds or (transparent and OutputKind.COMPOSITE in kinds)
+        rgba = cutout(foreground, matte) if wants_rgba else None
+        result = None
+        if OutputKind.COMPOSITE in kinds and not transparent:
             canvas = render_background(background, size=(width, height), original=decoded.rgb, alpha=matte)
             result = composite(foreground, matte, canvas)
-            add(OutputKind.COMPOSITE, encode_image(result, fmt.value, quality=options.quality, dpi=decoded.dpi), fmt)
+    if OutputKind.COMPOSITE in kinds:
+        fmt = options.composite_format
+        if result is None:
+            add(OutputKind.COMPOSITE, lambda: encode_rgba_png(rgba, dpi=decoded.dpi), fmt)
+        else:
+            add(
+                OutputKind.COMPOSITE,
+                lambda: encode_image(result, fmt.value, quality=options.quality, dpi=decoded.dpi),
+                fmt,
+            )
     if OutputKind.CUTOUT in kinds:
-        rgba = cutout(foreground, matte) if rgba is None else rgba
-        add(OutputKind.CUTOUT, encode_rgba_png(rgba, dpi=decoded.dpi), OutputFormat.PNG)
+        add(OutputKind.CUTOUT, lambda: encode_rgba_png(rgba, dpi=decoded.dpi), OutputFormat.PNG)
     if OutputKind.MATTE in kinds:
-        add(OutputKind.MATTE, encode_matte_png(matte, dpi=decoded.dpi), OutputFormat.PNG)
+        add(OutputKind.MATTE, lambda: encode_matte_png(matte, dpi=decoded.dpi), OutputFormat.PNG)
     return RenderedOutputs(items)
 
 
 def finish(
-    prepared: PreparedPhoto, small_matte: np.ndarray, options: JobOptions, background: BackgroundSpec | None = None
+    prepared: PreparedPhoto,
+    small_matte: np.ndarray,
+    options: JobOptions,
+    background: BackgroundSpec | None = None,
+    *,
+    timer: StageTimer = untimed,
 ) -> PhotoResult:
     """The second half: the network's matte at full resolution, then the outputs."""
     matte = full_resolution_matte(small_matte, prepared.decoded)
-    return PhotoResult(prepared.decoded, matte, render_outputs(prepared.decoded, matte, options, background))
+    outputs = render_outputs(prepared.decoded, matte, options, background, timer=timer)
+    return PhotoResult(prepared.decoded, matte, outputs)
 
 
 def replace_photo(

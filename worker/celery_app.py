@@ -65,7 +65,6 @@ def _configure_logging(**_: object) -> None:
 @worker_init.connect
 def _load_model(**_: object) -> None:
     metrics.start_metrics_server(settings)
-    metrics.time_pipeline_encoders()
     try:
         svc = service()
     except ModelError as exc:

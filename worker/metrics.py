@@ -6,18 +6,14 @@ that process holds everything: one scrape target per worker process.
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
 
 import redis
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
-from common import pipeline
 from common.errors import BackdropError
 from common.jobs import Job, JobStatus
 from common.queue import queue_of
@@ -54,10 +50,6 @@ MODEL = Info("backdrop_worker_model", "The model this worker runs: device, preci
 # What a job's task returns when it has just finished the job (other answers: nothing was done).
 FINISHED = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELED.value})
 
-_encoding: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("backdrop_encoding", default=None)
-_ENCODERS = ("encode_image", "encode_rgba_png", "encode_matte_png")
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 @contextmanager
 def timed(stage: str) -> Iterator[None]:
@@ -65,45 +57,6 @@ def timed(stage: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     JOB_STAGE.labels(stage).observe(time.perf_counter() - start)
-
-
-def _timed_encoder(encoder: F) -> F:
-    @functools.wraps(encoder)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return encoder(*args, **kwargs)
-        finally:
-            spent = _encoding.get()
-            if spent is not None:
-                spent[0] += time.perf_counter() - start
-
-    wrapper.__backdrop_timed__ = True  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
-
-
-def time_pipeline_encoders() -> None:
-    """Wrap the encoders ``common.pipeline`` calls, so that ``composite_and_encode`` can tell the two
-    apart inside ``finish`` (idempotent; the encoders' behaviour is unchanged)."""
-    for name in _ENCODERS:
-        encoder = getattr(pipeline, name)
-        if not getattr(encoder, "__backdrop_timed__", False):
-            setattr(pipeline, name, _timed_encoder(encoder))
-
-
-@contextmanager
-def composite_and_encode() -> Iterator[None]:
-    """Time ``finish``: the encoders' share as ``encode``, the rest (matte, composite) as ``composite``."""
-    spent = [0.0]
-    token = _encoding.set(spent)
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        _encoding.reset(token)
-    total = time.perf_counter() - start
-    JOB_STAGE.labels("encode").observe(spent[0])
-    JOB_STAGE.labels("composite").observe(max(0.0, total - spent[0]))
 
 
 def observe_forward(batch_size: int, seconds: float) -> None:

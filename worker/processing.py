@@ -24,7 +24,7 @@ from common.pipeline import (
 )
 from common.storage import result_key
 from worker.batcher import BatchResult
-from worker.metrics import composite_and_encode, timed
+from worker.metrics import timed
 from worker.service import WorkerService
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ def render(
             prepared = prepare(source, settings)
         with timed("network"):
             forward = service.batcher.submit(prepared.network_input).result()
-        with composite_and_encode():
-            finished = finish(prepared, forward.output, options, background)
+        finished = finish(prepared, forward.output, options, background, timer=timed)
         return result_files(finished.outputs), None, forward
     with timed("read"):
         source = read_input(job, service)
