@@ -143,7 +143,15 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(
         default=25, ge=5, description="seconds before an unacknowledged job is redelivered; above the longest job"
     )
-    task_max_retries: int = Field(default=5, ge=0, description="retries of transient (storage, Redis) errors")
+    task_max_retries: int = Field(
+        default=100, ge=0, description="most retries of a job's transient errors (storage, a photo URL), a last bound"
+    )
+    task_retry_deadline_seconds: float = Field(
+        default=900, gt=0, description="transient errors are retried for this long after the first, then the job fails"
+    )
+    task_retry_backoff_max_seconds: float = Field(
+        default=30, gt=0, description="longest pause between two retries of a job (the backoff doubles from 1 s)"
+    )
     max_deliveries: int = Field(
         default=5, ge=1, description="deliveries of a job to workers, then it fails worker_lost (it kills them)"
     )

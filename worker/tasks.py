@@ -43,8 +43,16 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_SERVICE_ERRORS) or (isinstance(exc, BackdropError) and exc.retryable)
 
 
-def _backoff(retries: int) -> int:
-    return min(2**retries, 30)
+def _backoff(retries: int, cap: float = 30) -> float:
+    """Seconds before retry ``retries + 1``: doubling from 1 s, at most ``cap``."""
+    return min(2**retries, cap)
+
+
+def gives_up(retries: int, max_retries: int | None, failing_since: float, deadline_seconds: float) -> bool:
+    """Whether a job failing for a transient reason since ``failing_since`` (unix time) is failed now:
+    once the retry deadline has passed, or after ``max_retries`` retries (a bound of last resort)."""
+    exhausted = max_retries is not None and retries >= max_retries
+    return exhausted or time.time() - failing_since >= deadline_seconds
 
 
 def is_new_delivery(task: Task) -> bool:
@@ -71,13 +79,14 @@ def wait_for_redis(client: redis.Redis, deadline: float) -> bool:
 
 
 @app.task(name=PROCESS_JOB, bind=True, max_retries=settings.task_max_retries)
-def process_job_task(self: Task, job_id: str) -> str:
+def process_job_task(self: Task, job_id: str, failing_since: float | None = None) -> str:
     """Run a job; its message is acknowledged when this returns (``acks_late``).
 
     A Redis outage is waited out here, the message unacknowledged, and the job run again: ``self.retry``
     would publish through the broker that is down, and Celery turns that failed publish into a reject
-    that drops the message. Other transient errors are retried with ``self.retry`` and backoff; should
-    that publish fail, the outage is waited out here as well."""
+    that drops the message. Other transient errors (storage, a photo URL) are retried with ``self.retry``
+    and capped backoff until ``task_retry_deadline_seconds`` after the first of them, so an outage of
+    minutes loses nothing; should that publish fail, the outage is waited out here as well."""
     svc = service()
     delivery = uuid.uuid4().hex if is_new_delivery(self) else None
     outage_deadline: float | None = None
@@ -92,13 +101,18 @@ def process_job_task(self: Task, job_id: str) -> str:
                 log.exception("job %s failed unexpectedly", job_id)
                 fail_job(svc, job_id, exc)
                 return "failed"
-            if self.request.retries >= self.max_retries:
+            since = failing_since or time.time()
+            deadline = svc.settings.task_retry_deadline_seconds
+            if gives_up(self.request.retries, self.max_retries, since, deadline):
                 log.error("job %s: giving up after %d retries: %s", job_id, self.request.retries, exc)
                 fail_job(svc, job_id, exc)
                 return "failed"
             log.warning("job %s: transient error, retrying: %s", job_id, exc)
+            countdown = _backoff(self.request.retries, svc.settings.task_retry_backoff_max_seconds)
             try:
-                raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+                raise self.retry(
+                    exc=exc, countdown=countdown, kwargs={"job_id": job_id, "failing_since": since}
+                ) from exc
             except Reject as rejected:
                 outage = rejected  # the retry could not be published: the broker is down
         if outage_deadline is None:
