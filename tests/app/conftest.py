@@ -37,13 +37,18 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@pytest.fixture
-def token(settings: Settings) -> str:
+def new_token(settings: Settings, name: str = "tests") -> str:
+    """A new API key in the settings' Redis."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
-        return ApiKeyStore(client).create("tests").token
+        return ApiKeyStore(client).create(name).token
     finally:
         client.close()
+
+
+@pytest.fixture
+def token(settings: Settings) -> str:
+    return new_token(settings)
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@ authentications and ``/v1/files`` downloads by client address."""
 
 from __future__ import annotations
 
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from api.app import create_app
 from api.limits import GENEROUS_POLL_LIMIT, poll_limit
-from common.api_keys import ApiKeyStore
 from common.settings import Settings
+from tests.app.conftest import new_token
 
 UNKNOWN = "0" * 32
 
@@ -19,14 +18,6 @@ def limited_app(settings: Settings, **update: object) -> Flask:
     app = create_app(settings.model_copy(update=update))
     app.config["TESTING"] = True
     return app
-
-
-def new_token(settings: Settings) -> str:
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    try:
-        return ApiKeyStore(client).create("another").token
-    finally:
-        client.close()
 
 
 def actions(client: FlaskClient, headers: dict[str, str]) -> list:
