@@ -15,6 +15,7 @@ from kombu import Exchange, Queue
 from kombu.transport.redis import Channel
 
 from common.batches import BatchStore
+from common.broker import TRANSPORT
 from common.jobs import Job
 from common.settings import Settings
 
@@ -28,6 +29,7 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for at-least-once delivery without loss."""
     app = Celery("backdrop", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
+        broker_transport=TRANSPORT,  # kombu's Redis transport, surviving queue items that are not messages
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in (INTERACTIVE_QUEUE, BATCH_QUEUE)],
         task_default_queue=INTERACTIVE_QUEUE,
         task_routes={PROCESS_JOB: {"queue": INTERACTIVE_QUEUE}},
