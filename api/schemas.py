@@ -22,7 +22,15 @@ __all__ = [
     "JobHeaders",
     "JobModel",
     "JobPath",
+    "operation_id",
 ]
+
+
+def operation_id(*, name: str, path: str, method: str) -> str:
+    """The OpenAPI operationId of a view: its function's name in lower camel case (``createJob``), so
+    that generated clients get readable method names."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 def _option_fields(surface: Surface) -> dict[str, Any]:

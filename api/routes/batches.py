@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 from api import submissions
 from api.auth import current_owner
 from api.context import ApiContext, ctx
-from api.schemas import ERRORS, BatchForm, BatchJson, BatchModel
+from api.schemas import ERRORS, BatchForm, BatchJson, BatchModel, operation_id
 from common.batches import Batch
 from common.errors import InvalidOption, NotFound
 from common.jobs import JobStatus, TransitionRefused, is_record_id
@@ -21,7 +21,12 @@ from common.options import describe_validation_error, file_extension
 from common.queue import notify_batch_completed
 
 batches = APIBlueprint(
-    "batches", __name__, url_prefix="/v1", abp_tags=[Tag(name="batches")], abp_security=[{"bearer": []}, {"apiKey": []}]
+    "batches",
+    __name__,
+    url_prefix="/v1",
+    abp_tags=[Tag(name="batches")],
+    abp_security=[{"bearer": []}, {"apiKey": []}],
+    operation_id_callback=operation_id,
 )
 
 MAX_PAGE_SIZE = 500

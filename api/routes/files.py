@@ -7,11 +7,13 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from api.context import ctx
-from api.schemas import ErrorBody
+from api.schemas import ErrorBody, operation_id
 from common.errors import BackdropError, LinkRefused, NotFound
 from common.storage import attachment_disposition
 
-files = APIBlueprint("files", __name__, url_prefix="/v1", abp_tags=[Tag(name="files")])
+files = APIBlueprint(
+    "files", __name__, url_prefix="/v1", abp_tags=[Tag(name="files")], operation_id_callback=operation_id
+)
 
 
 class FilePath(BaseModel):

@@ -9,12 +9,12 @@ from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from api.context import ctx
-from api.schemas import HealthModel, ReadyModel
+from api.schemas import HealthModel, ReadyModel, operation_id
 from common.errors import BackdropError, StorageFull
 
 log = logging.getLogger(__name__)
 
-health = APIBlueprint("health", __name__, abp_tags=[Tag(name="health")])
+health = APIBlueprint("health", __name__, abp_tags=[Tag(name="health")], operation_id_callback=operation_id)
 
 
 @health.get("/healthz", responses={200: HealthModel})

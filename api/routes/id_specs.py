@@ -6,7 +6,7 @@ from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel
 
-from api.schemas import ERRORS
+from api.schemas import ERRORS, operation_id
 from common.id_specs import IdSpec, list_specs
 
 id_specs = APIBlueprint(
@@ -15,6 +15,7 @@ id_specs = APIBlueprint(
     url_prefix="/v1",
     abp_tags=[Tag(name="id photos")],
     abp_security=[{"bearer": []}, {"apiKey": []}],
+    operation_id_callback=operation_id,
 )
 
 

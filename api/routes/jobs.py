@@ -11,14 +11,19 @@ from api import submissions
 from api.auth import current_owner
 from api.context import ApiContext, ctx
 from api.limits import wait_slot
-from api.schemas import ERRORS, JobForm, JobHeaders, JobModel, JobPath
+from api.schemas import ERRORS, JobForm, JobHeaders, JobModel, JobPath, operation_id
 from common.errors import NotFound, RecordDamaged
 from common.jobs import Job, JobStatus, TransitionRefused, is_record_id
 from common.queue import notify, notify_batch_completed
 from common.storage import job_prefix
 
 jobs = APIBlueprint(
-    "jobs", __name__, url_prefix="/v1", abp_tags=[Tag(name="jobs")], abp_security=[{"bearer": []}, {"apiKey": []}]
+    "jobs",
+    __name__,
+    url_prefix="/v1",
+    abp_tags=[Tag(name="jobs")],
+    abp_security=[{"bearer": []}, {"apiKey": []}],
+    operation_id_callback=operation_id,
 )
 
 POLL_AFTER_SECONDS = 1

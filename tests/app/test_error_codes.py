@@ -44,3 +44,11 @@ def test_codes_served_are_declared(client: FlaskClient, auth: dict) -> None:
         "invalid_option",
     ]
     assert set(codes) <= declared
+
+
+def test_operation_ids_are_readable_and_unique(client: FlaskClient) -> None:
+    paths = client.get("/openapi.json").json["paths"]
+    ids = [operation["operationId"] for path in paths.values() for operation in path.values()]
+    assert len(ids) == len(set(ids))
+    assert {"createJob", "getJob", "cancelJob", "deleteJob", "createBatch", "getBatch", "listIdSpecs"} <= set(ids)
+    assert all(operation_id.isalnum() and operation_id[0].islower() for operation_id in ids)
