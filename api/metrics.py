@@ -1,8 +1,8 @@
 """The API's Prometheus metrics: requests by route and status, jobs accepted, and the queues' depth.
 
 gunicorn runs the API in several worker processes, each with its own memory. When
-``PROMETHEUS_MULTIPROC_DIR`` is set (an empty, writable directory at each start; the deployment sets
-it, the images do not yet), prometheus_client keeps every process's values in files there and a
+``PROMETHEUS_MULTIPROC_DIR`` is set (an empty, writable directory at each start; the API image and
+its Kubernetes deployment set it), prometheus_client keeps every process's values in files there and a
 scrape of any process sums them all (its multiprocess mode). Unset, each process reports only its
 own requests, which is right for one gunicorn worker (``backdrop serve``, the tests) and wrong for
 several.
