@@ -229,13 +229,18 @@ def id_photos(
 ) -> list[IdPhotoResult]:
     """One photo to its ID photos in this process (no forward pass with ``matte_source=alpha``)."""
     decoded = decode(source, settings)
-    if options.matte_source == "alpha":
-        matte = matte_from_alpha(decoded)
-    else:
-        prepared = prepare(decoded, settings)
-        (small,) = predict([prepared.network_input])
-        matte = full_resolution_matte(small, decoded)
+    matte = id_photo_matte(decoded, options, settings, lambda network_input: predict([network_input])[0])
     return finish_id_photos(decoded, matte, detect(decoded.rgb), options, settings)
+
+
+def id_photo_matte(
+    decoded: DecodedImage, options: JobOptions, settings: Settings, predict_one: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """The full-resolution matte of an ID photo: the photo's own alpha (``matte_source=alpha``), or the
+    network's on the prepared input (``predict_one``: one forward pass, direct or through a batcher)."""
+    if options.matte_source == "alpha":
+        return matte_from_alpha(decoded)
+    return full_resolution_matte(predict_one(prepare(decoded, settings).network_input), decoded)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
 from common.backgrounds import BackgroundSpec
 from common.errors import BackdropError, InvalidInput, RecordDamaged, WorkerLost
-from common.id_photo import matte_from_alpha
 from common.id_report import IdPhotoSummary
 from common.jobs import Job, JobStatus, ResultInfo, TransitionRefused
 from common.netsafe import FetchLimits, fetch_bytes
@@ -17,8 +18,8 @@ from common.pipeline import (
     decode,
     finish,
     finish_id_photos,
-    full_resolution_matte,
     id_photo_files,
+    id_photo_matte,
     prepare,
     result_files,
 )
@@ -64,27 +65,27 @@ def render(
     matte (None when the photo's own alpha was the matte)."""
     settings = service.settings
     options = job.options
+    with timed("read"):
+        source = read_input(job, service)
     if not options.is_id_photo:
         background = job_background(job, service)
-        with timed("read"):
-            source = read_input(job, service)
         with timed("decode"):
             prepared = prepare(source, settings)
         with timed("network"):
             forward = service.batcher.submit(prepared.network_input).result()
         finished = finish(prepared, forward.output, options, background, timer=timed)
         return result_files(finished.outputs), None, forward
-    with timed("read"):
-        source = read_input(job, service)
     with timed("decode"):
         decoded = decode(source, settings)
-    forward = None
-    if options.matte_source == "alpha":
-        matte = matte_from_alpha(decoded)
-    else:
+    passes: list[BatchResult] = []
+
+    def through_batcher(network_input: np.ndarray) -> np.ndarray:
         with timed("network"):
-            forward = service.batcher.submit(prepare(decoded, settings).network_input).result()
-        matte = full_resolution_matte(forward.output, decoded)
+            passes.append(service.batcher.submit(network_input).result())
+        return passes[-1].output
+
+    matte = id_photo_matte(decoded, options, settings, through_batcher)
+    forward = passes[-1] if passes else None
     with timed("faces"):
         faces = service.faces.detect(decoded.rgb)
     with timed("id_photo"):

@@ -139,3 +139,26 @@ def test_exif_rotated_photo_keeps_its_displayed_size() -> None:
     assert (decoded.width, decoded.height) == (60, 90)
     item = render_outputs(decoded, _matte(), JobOptions(background="white"))[OutputKind.COMPOSITE]
     assert Image.open(io.BytesIO(item.data)).size == (60, 90)
+
+
+def test_id_photo_matte_from_the_network_or_the_photos_alpha() -> None:
+    from common.pipeline import id_photo_matte
+    from common.settings import Settings
+
+    settings = Settings(inference_ref_size=32, inference_max_side=64)
+    rgba = np.zeros((40, 50, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[:, :10, 3] = 0
+    decoded = _decode(_png(rgba))
+    seen: list[tuple[int, ...]] = []
+
+    def predict_one(network_input: np.ndarray) -> np.ndarray:
+        seen.append(network_input.shape)
+        return np.full(network_input.shape[:2], 0.5, np.float32)
+
+    network = id_photo_matte(decoded, JobOptions(id_spec="icao-35x45"), settings, predict_one)
+    assert network.shape == (40, 50) and seen and seen[0][2] == 3
+    assert np.all(network[:, 10:] == 0.5) and np.all(network[:, :10] == 0)  # limited by the source's alpha
+    seen.clear()
+    own = id_photo_matte(decoded, JobOptions(id_spec="icao-35x45", matte_source="alpha"), settings, predict_one)
+    assert not seen and np.array_equal(own, decoded.alpha)
