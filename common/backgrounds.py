@@ -1,20 +1,23 @@
 """What goes behind the person: parsing the ``background`` option and rendering it at the photo's size.
 
-Rendered backgrounds are float32 (H, W, 3) in [0, 1] (sRGB code value / 255), ready for
-``common.compositing.composite``.
+``background_rows`` renders a strip of rows at a time for ``common.compositing.compose`` (uint8 for a
+colour or an image, float32 in [0, 1] for the blur), so no whole-photo float array is made;
+``render_background`` renders the whole of it as float32 (H, W, 3) in [0, 1] (sRGB code value / 255),
+for ``common.compositing.composite``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import cv2
 import numpy as np
 
-from common.compositing import to_float
+from common.compositing import STRIP_ROWS, BackgroundRows, to_float
 from common.errors import InvalidOption
 
 # The usual ID-photo backdrops.
@@ -154,6 +157,31 @@ def render_background(
     raise InvalidOption("a transparent background has nothing to render; build a cutout instead")
 
 
+def background_rows(
+    spec: BackgroundSpec,
+    *,
+    size: tuple[int, int],
+    original: np.ndarray | None = None,
+    alpha: np.ndarray | None = None,
+) -> BackgroundRows:
+    """``spec`` at ``size`` = (width, height), as a function of a row range y0:y1 that returns those rows:
+    uint8 (rows, W, 3) for a colour (one shared block: read it, never write it) or an image, float32 in
+    [0, 1] for the blur, whose whole-photo arrays are only ever made at its reduced resolution."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise ValueError(f"size must be positive (width, height), got {size}")
+    if spec.kind is BackgroundKind.COLOR:
+        return _color_rows(_check_color(spec.color), width)
+    if spec.kind is BackgroundKind.IMAGE:
+        canvas = cover_fit(_check_image(spec.image), (width, height))
+        return lambda y0, y1: canvas[y0:y1]
+    if spec.kind is BackgroundKind.BLUR:
+        if original is None or alpha is None:
+            raise ValueError("a blurred background needs the original photo and its alpha")
+        return blurred_background_rows(original, alpha, (width, height))
+    raise InvalidOption("a transparent background has nothing to render; build a cutout instead")
+
+
 def cover_fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Scale ``image`` to cover ``size`` = (width, height) keeping its aspect ratio, then centre-crop."""
     width, height = size
@@ -175,36 +203,89 @@ def blur_sigma(width: int, height: int) -> float:
     return max(MIN_BLUR_SIGMA, BLUR_SIGMA_FRACTION * max(width, height))
 
 
+def _color_rows(color: tuple[int, int, int], width: int) -> BackgroundRows:
+    """Rows of one colour: views of one block, enlarged when a taller strip is asked for."""
+    block = np.empty((0, width, 3), dtype=np.uint8)
+
+    def rows_of(y0: int, y1: int) -> np.ndarray:
+        nonlocal block
+        if y1 - y0 > len(block):
+            block = np.empty((y1 - y0, width, 3), dtype=np.uint8)
+            block[:] = color
+        return block[: y1 - y0]
+
+    return rows_of
+
+
 def blurred_background(original: np.ndarray, alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The photo's own background, blurred without smearing the person into it.
+    """The photo's own background, blurred without smearing the person into it: float32 (H, W, 3).
 
     A normalised convolution blur(I * (1-a)) / blur(1-a) averages only background pixels; where the
     neighbourhood holds (almost) no background, it fades into a plain blur of the photo.
     """
-    width, height = size
-    img = to_float(original)
-    if img.shape != (height, width, 3):
-        raise ValueError(f"original shape {img.shape} does not match size {size}")
-    a = to_float(alpha)
-    if a.shape != (height, width):
-        raise ValueError(f"alpha shape {a.shape} does not match size {size}")
-    weight = np.clip(np.float32(1.0) - a, 0.0, 1.0)
-    weighted = img * cv2.merge([weight, weight, weight])
+    return blurred_background_rows(original, alpha, size)(0, size[1])
 
+
+def _area_weights(src: int, dst: int) -> np.ndarray:
+    """(dst, src) weights of an area-averaging shrink of ``src`` samples to ``dst`` (OpenCV's INTER_AREA)."""
+    scale = src / dst
+    starts = np.arange(dst)[:, None] * scale
+    lo, hi = np.arange(src)[None, :], np.arange(src)[None, :] + 1
+    overlap = np.clip(np.minimum(hi, starts + scale) - np.maximum(lo, starts), 0.0, None)
+    return (overlap / scale).astype(np.float32)
+
+
+def _row_strips(height: int) -> Iterator[tuple[int, int]]:
+    for y0 in range(0, height, STRIP_ROWS):
+        yield y0, min(height, y0 + STRIP_ROWS)
+
+
+def blurred_background_rows(original: np.ndarray, alpha: np.ndarray, size: tuple[int, int]) -> BackgroundRows:
+    """``blurred_background`` as rows (float32 in [0, 1]). Large sigmas are applied on a copy shrunk by
+    area averaging, built a strip of rows at a time (across, by OpenCV; down, by a weight matrix, the
+    same averages), and the rows asked for are enlarged bilinearly from it, as a whole-photo resize would."""
+    width, height = size
+    if original.shape != (height, width, 3):
+        raise ValueError(f"original shape {original.shape} does not match size {size}")
+    if alpha.shape != (height, width):
+        raise ValueError(f"alpha shape {alpha.shape} does not match size {size}")
     sigma = blur_sigma(width, height)
     factor = max(1, math.floor(sigma / _SMALL_SIGMA))
-    if factor > 1:
+    sw, sh = (max(1, round(width / factor)), max(1, round(height / factor))) if factor > 1 else (width, height)
+    down = _area_weights(height, sh) if factor > 1 else None
+    weighted = np.zeros((sh, sw, 3), np.float32)
+    weight = np.zeros((sh, sw), np.float32)
+    img = np.zeros((sh, sw, 3), np.float32)
+    for y0, y1 in _row_strips(height):
+        strip_img = to_float(original[y0:y1])
+        strip_weight = np.clip(np.float32(1.0) - to_float(alpha[y0:y1]), 0.0, 1.0)
+        strip_weighted = strip_img * cv2.merge([strip_weight, strip_weight, strip_weight])
+        if down is None:
+            weighted[y0:y1], weight[y0:y1], img[y0:y1] = strip_weighted, strip_weight, strip_img
+            continue
         # Area averaging is linear, so shrinking first keeps the weighted average a weighted average.
-        small = (max(1, round(width / factor)), max(1, round(height / factor)))
-        weighted, weight, img = (cv2.resize(x, small, interpolation=cv2.INTER_AREA) for x in (weighted, weight, img))
+        rows = down[:, y0:y1]
+        used = np.flatnonzero(rows.any(axis=1))
+        d0, d1 = int(used[0]), int(used[-1]) + 1
+        for acc, strip in ((weighted, strip_weighted), (weight, strip_weight), (img, strip_img)):
+            across = cv2.resize(strip, (sw, y1 - y0), interpolation=cv2.INTER_AREA)
+            acc[d0:d1] += (rows[d0:d1] @ across.reshape(y1 - y0, -1)).reshape(acc[d0:d1].shape)
     weighted, weight, plain = (cv2.GaussianBlur(x, (0, 0), sigma / factor) for x in (weighted, weight, img))
-
     weight = weight[:, :, None]
     normalised = weighted / (weight + np.float32(1e-6))
     trust = np.clip(weight / np.float32(_MIN_WEIGHT), 0.0, 1.0)
-    out = plain + trust * (normalised - plain)
-    np.clip(out, 0.0, 1.0, out=out)
-    if factor > 1:
-        # Linear interpolation of values in [0, 1] stays in [0, 1].
-        out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
-    return out
+    small = plain + trust * (normalised - plain)
+    np.clip(small, 0.0, 1.0, out=small)
+    if factor == 1:
+        return lambda y0, y1: small[y0:y1]
+    # Linear interpolation of values in [0, 1] stays in [0, 1]; sample positions as cv2.resize's.
+    position = np.clip((np.arange(height) + 0.5) * (sh / height) - 0.5, 0.0, sh - 1)
+    below = np.minimum(np.floor(position).astype(np.intp), sh - 1)
+    above = np.minimum(below + 1, sh - 1)
+    frac = (position - below).astype(np.float32)[:, None, None]
+
+    def rows_of(y0: int, y1: int) -> np.ndarray:
+        down_rows = small[below[y0:y1]] * (np.float32(1.0) - frac[y0:y1]) + small[above[y0:y1]] * frac[y0:y1]
+        return cv2.resize(down_rows, (width, y1 - y0), interpolation=cv2.INTER_LINEAR)
+
+    return rows_of

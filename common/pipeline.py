@@ -17,8 +17,8 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from common.backgrounds import BackgroundKind, BackgroundSpec, render_background
-from common.compositing import composite, cutout, estimate_foreground, to_float
+from common.backgrounds import BackgroundKind, BackgroundSpec, background_rows
+from common.compositing import compose
 from common.faces import Face
 from common.id_photo import IdPhotoResult, make_id_photos, matte_from_alpha
 from common.imaging import (
@@ -122,7 +122,9 @@ def full_resolution_matte(matte: np.ndarray, decoded: DecodedImage) -> np.ndarra
     height, width = decoded.height, decoded.width
     if matte.shape != (height, width):
         matte = cv2.resize(matte.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    matte = np.clip(matte, 0.0, 1.0, dtype=np.float32)
+        np.clip(matte, 0.0, 1.0, out=matte)  # in place: the full-size matte is made once
+    else:
+        matte = np.clip(matte, 0.0, 1.0, dtype=np.float32)
     if decoded.alpha is not None:
         matte *= decoded.alpha
     return matte
@@ -149,15 +151,13 @@ def render_outputs(
             items[kind] = RenderedOutput(kind, encode(), fmt, width, height)
 
     with timer("composite"):
-        image = to_float(decoded.rgb)
-        foreground = estimate_foreground(image, matte) if options.decontaminate else image
         transparent = background.kind is BackgroundKind.TRANSPARENT
         wants_rgba = OutputKind.CUTOUT in kinds or (transparent and OutputKind.COMPOSITE in kinds)
-        rgba = cutout(foreground, matte) if wants_rgba else None
-        result = None
+        rows = None
         if OutputKind.COMPOSITE in kinds and not transparent:
-            canvas = render_background(background, size=(width, height), original=decoded.rgb, alpha=matte)
-            result = composite(foreground, matte, canvas)
+            rows = background_rows(background, size=(width, height), original=decoded.rgb, alpha=matte)
+        composed = compose(decoded.rgb, matte, background=rows, decontaminate=options.decontaminate, rgba=wants_rgba)
+        rgba, result = composed.rgba, composed.composite
     if OutputKind.COMPOSITE in kinds:
         fmt = options.composite_format
         if result is None:
