@@ -73,6 +73,7 @@ def _load_model(**_: object) -> None:
         os._exit(3)
     runner = svc.runner
     metrics.describe_model(str(runner.device), runner.precision.value, runner.engine.name, settings.model_path.name)
+    metrics.describe_precision(runner.choice, str(runner.device))
 
 
 # The log context bound by each running task (its pool thread's), reset when it ends.

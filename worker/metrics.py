@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import redis
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
@@ -18,6 +19,9 @@ from common.errors import BackdropError
 from common.jobs import Job, JobStatus
 from common.queue import queue_of
 from common.settings import Settings
+
+if TYPE_CHECKING:  # the engines import torch; these metrics are only handed their decision
+    from worker.engines.selection import EngineChoice
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,17 @@ BATCH_SIZE = Histogram("backdrop_batch_size", "Images per forward pass.", bucket
 FORWARD_SECONDS = Histogram("backdrop_forward_seconds", "Time of one forward pass.", buckets=STAGE_BUCKETS)
 IN_FLIGHT = Gauge("backdrop_worker_jobs_in_flight", "Jobs this worker process is running now.")
 MODEL = Info("backdrop_worker_model", "The model this worker runs: device, precision, engine, checkpoint.")
+PRECISION = Info(
+    "backdrop_worker_precision",
+    "The precision this worker runs and why: the precision, engine and device, the faster precision the "
+    "self-check tried (none when it did not run) and its verdict (passed, failed, not_run).",
+)
+PRECISION_CHECK = Gauge(
+    "backdrop_worker_precision_check_delta_alpha",
+    "The reduced-precision self-check at worker start: |Δα| between fp32 and the faster precision on the "
+    "calibration portraits (mean and p99: the worst portrait's; bound: what both must stay under).",
+    ["statistic"],
+)
 
 # What a job's task returns when it has just finished the job (other answers: nothing was done).
 FINISHED = frozenset({JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELED.value})
@@ -66,6 +81,40 @@ def observe_forward(batch_size: int, seconds: float) -> None:
 
 def describe_model(device: str, precision: str, engine: str, checkpoint: str) -> None:
     MODEL.info({"device": device, "precision": precision, "engine": engine, "checkpoint": checkpoint})
+
+
+def describe_precision(choice: EngineChoice | None, device: str) -> None:
+    """Export and log the precision decision of the worker's engine and the self-check's figures."""
+    if choice is None:
+        return
+    engine, check = choice.engine, choice.precision_check
+    verdict = "not_run" if check is None else "passed" if check.passed else "failed"
+    PRECISION.info(
+        {
+            "precision": engine.precision.value,
+            "engine": engine.name,
+            "device": device,
+            "tried": "none" if check is None else check.precision.value,
+            "verdict": verdict,
+        }
+    )
+    if check is None:
+        log.info("precision %s on %s (%s): %s", engine.precision.value, device, engine.name, choice.precision_reason)
+        return
+    PRECISION_CHECK.labels("mean").set(check.mean)
+    PRECISION_CHECK.labels("p99").set(check.p99)
+    PRECISION_CHECK.labels("bound").set(check.bound)
+    log.info(
+        "precision %s on %s (%s): self-check of %s %s, mean |Δα| %.3e, p99 %.3e, bound %.3e",
+        engine.precision.value,
+        device,
+        engine.name,
+        check.precision.value,
+        verdict,
+        check.mean,
+        check.p99,
+        check.bound,
+    )
 
 
 def record_outcome(job: Job | None, finished: str) -> None:

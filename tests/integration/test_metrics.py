@@ -112,6 +112,9 @@ def test_api_and_worker_metrics_move_with_real_jobs(stack_factory: Callable[...,
     assert value(worker_after, "backdrop_worker_jobs_in_flight") == 0
     (model,) = labelled(worker_after, "backdrop_worker_model_info")
     assert model["device"] == "cpu" and model["engine"] and model["precision"]
+    (precision,) = labelled(worker_after, "backdrop_worker_precision_info")
+    assert precision["precision"] == model["precision"] and precision["engine"] == model["engine"]
+    assert precision["verdict"] in {"passed", "failed", "not_run"}
 
 
 def test_several_gunicorn_workers_report_every_request(stack_factory: Callable[..., Stack], tmp_path: Path) -> None:
