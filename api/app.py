@@ -25,12 +25,17 @@ from api.routes.health import health
 from api.routes.id_specs import id_specs
 from api.routes.jobs import jobs
 from api.routes.metrics import mount_metrics
+from api.routes.uploads import uploads
 from api.schemas import ErrorBody
+from api.spool import SpoolingRequest
 from common import logging_setup
 from common.settings import Settings, get_settings
 
 # Room for the multipart envelope and the small option fields around the image.
 MULTIPART_OVERHEAD = 64 * 1024
+# A form's text fields (the options) are held in memory: none is long.
+MAX_FORM_FIELD_BYTES = 64 * 1024
+MULTIPART_OPTION_PARTS = 64  # the option fields a multipart batch may carry beside its images
 API_VERSION = "1.0.0"
 
 
@@ -59,9 +64,12 @@ def refuse_long_urls() -> None:
 
 
 def apply_body_limit() -> None:
-    """Refuse oversized bodies (413) before they are read: one photo's worth, or a batch's."""
+    """Refuse oversized bodies (413) before they are read: one photo's worth, or a batch's; a JSON body
+    has a small limit of its own, since it is parsed in memory."""
     api = request_context()
-    if request.endpoint == "batches.create_batch":
+    if request.is_json:
+        request.max_content_length = api.settings.max_json_body_bytes
+    elif request.endpoint == "batches.create_batch":
         request.max_content_length = api.settings.max_batch_upload_bytes
     else:
         request.max_content_length = api.settings.max_upload_bytes + MULTIPART_OVERHEAD
@@ -160,6 +168,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         doc_url="/openapi.json",
     )
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD  # see apply_body_limit
+    app.request_class = SpoolingRequest  # file parts go to disk as they arrive
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
+    app.config["MAX_FORM_PARTS"] = settings.max_batch_jobs + MULTIPART_OPTION_PARTS
     app.json.sort_keys = False
     api = ApiContext.build(settings)
     app.extensions[EXTENSION] = api
@@ -181,6 +192,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_api(files)
     app.register_api(batches)
     app.register_api(id_specs)
+    app.register_api(uploads)
     app.register_blueprint(docs)
     app.register_blueprint(demo)
     app.before_request(apply_body_limit)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from api.context import ctx
 from common.errors import HTTP_ERROR_CODES, OTHER_HTTP_ERROR_CODE, BackdropError, QueueUnavailable
 
 log = logging.getLogger(__name__)
@@ -15,10 +16,20 @@ log = logging.getLogger(__name__)
 
 # When to come back after a 429 (too many pending jobs) or a 503 (a service is down).
 RETRY_AFTER_SECONDS = 5
+# Longest message in an error body: a message may quote what the client sent (a key, an option's
+# value), and an answer must never echo a large value back.
+MAX_MESSAGE_CHARS = 300
+
+
+def short_message(message: str) -> str:
+    """``message``, cut to ``MAX_MESSAGE_CHARS`` with a note of how much was left out."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}... ({len(message) - MAX_MESSAGE_CHARS} more characters not shown)"
 
 
 def error_response(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
+    response = jsonify({"error": {"code": code, "message": short_message(message)}})
     response.status_code = status
     return response
 
@@ -39,6 +50,8 @@ def register_error_handlers(app: Flask) -> None:
         message = exc.description or exc.name
         if status == 413:
             message = "the request body is larger than the upload limit"
+            if request.is_json:
+                message = f"a JSON body is limited to {ctx().settings.max_json_body_bytes} bytes"
         response = error_response(status, HTTP_ERROR_CODES.get(status, OTHER_HTTP_ERROR_CODE), message)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":  # e.g. Allow on a 405

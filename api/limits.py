@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # Polls of a job or a batch, on their own budget: clients follow Retry-After on these.
 POLL_ENDPOINTS = frozenset({"jobs.get_job", "batches.get_batch"})
-FILE_ENDPOINTS = frozenset({"files.download"})
+FILE_ENDPOINTS = frozenset({"files.download", "uploads.receive_upload"})  # signed links, per address
 # The poll budget while BACKDROP_RATE_LIMIT is at its default: 100 polls a second per key.
 GENEROUS_POLL_LIMIT = "6000/minute"
 WAITS_EXTENSION = "backdrop.waits"

@@ -7,6 +7,7 @@ well-formed" and "the job is queued" happens here, for single jobs and batches a
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import re
 import time
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, BinaryIO
 
 import redis
 from kombu.exceptions import OperationalError
@@ -30,6 +31,7 @@ from common.errors import (
     InvalidInput,
     InvalidOption,
     NotFound,
+    ObjectNotFound,
     QueueUnavailable,
     TooManyPending,
 )
@@ -38,7 +40,7 @@ from common.jobs import InputInfo, Job, JobExists, new_job_id
 from common.netsafe import check_url
 from common.options import JobOptions, Surface
 from common.queue import BATCH_QUEUE, INTERACTIVE_QUEUE, notify_batch_completed, send_job
-from common.storage import JOB_OBJECT_PREFIXES, background_key, input_key, validate_key
+from common.storage import background_key, input_key, is_owned_by, validate_key
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 _WAIT = re.compile(r"(?:^|[\s,;])wait=(\d+)")
@@ -46,27 +48,46 @@ _IMAGE_BACKGROUND = "image"
 
 
 @dataclass(frozen=True)
+class Upload:
+    """An uploaded image, left where the request spooled it (``api.spool``): never read whole into memory."""
+
+    stream: BinaryIO
+    size: int
+    info: ImageInfo
+
+    def store(self, api: ApiContext, key: str) -> None:
+        self.stream.seek(0)
+        api.storage.put_file(key, self.stream, "application/octet-stream")
+
+    def digest(self) -> bytes:
+        self.stream.seek(0)
+        return hashlib.file_digest(self.stream, "sha256").digest()
+
+
+@dataclass(frozen=True)
 class JobRequest:
     """A validated request to create one job."""
 
     options: JobOptions
-    image: bytes | None = None
-    info: ImageInfo | None = None
+    image: Upload | None = None
     image_url: str | None = None
-    background_image: bytes | None = None
-    source_key: str | None = None  # an object already in the bucket, instead of an upload or a URL
+    background_image: Upload | None = None
+    source_key: str | None = None  # an object of the caller's uploads, instead of an upload or a URL
     refused: InvalidInput | None = None  # a batch item that failed validation: recorded as a failed job
 
 
-def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> tuple[bytes, ImageInfo]:
-    """The bytes of an uploaded image and what its header says; refused when too large or not an image."""
+def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> Upload:
+    """An uploaded image and what its header says (read from the spool, only as far as the header
+    goes); refused when too large or not an image."""
     if upload is None:
         raise InvalidInput(f"missing the multipart file field {field!r}")
-    data = upload.read(api.settings.max_upload_bytes + 1)
-    if len(data) > api.settings.max_upload_bytes:
+    stream = upload.stream
+    size = stream.seek(0, io.SEEK_END)
+    if size > api.settings.max_upload_bytes:
         raise ImageTooLarge(f"{field} is larger than {api.settings.max_upload_bytes} bytes")
-    info = probe_image(data, max_pixels=api.settings.max_image_pixels, min_side=api.settings.min_image_side)
-    return data, info
+    stream.seek(0)
+    info = probe_image(stream, max_pixels=api.settings.max_image_pixels, min_side=api.settings.min_image_side)
+    return Upload(stream, size, info)
 
 
 def options_of(form: BaseModel, surface: Surface, *, has_background_image: bool = False) -> JobOptions:
@@ -86,10 +107,10 @@ def job_request(form: Any, api: ApiContext) -> JobRequest:
     image_url = form.image_url or None
     if (form.image is None) == (image_url is None):
         raise InvalidInput("send exactly one of: an 'image' file, or an 'image_url' field")
-    image, info = read_upload(form.image, "image", api) if form.image is not None else (None, None)
+    image = read_upload(form.image, "image", api) if form.image is not None else None
     options = options_of(form, Surface.JOB, has_background_image=form.background_image is not None)
-    background = read_upload(form.background_image, "background_image", api)[0] if form.background_image else None
-    return JobRequest(options, image, info, check_url(image_url) if image_url else None, background_image=background)
+    background = read_upload(form.background_image, "background_image", api) if form.background_image else None
+    return JobRequest(options, image, check_url(image_url) if image_url else None, background_image=background)
 
 
 def batch_requests_from_uploads(form: Any, api: ApiContext) -> list[JobRequest]:
@@ -98,37 +119,51 @@ def batch_requests_from_uploads(form: Any, api: ApiContext) -> list[JobRequest]:
     found = []
     for upload in form.images:
         try:
-            data, info = read_upload(upload, "images", api)
-            found.append(JobRequest(options, data, info))
+            found.append(JobRequest(options, read_upload(upload, "images", api)))
         except InvalidInput as exc:
             found.append(JobRequest(options, refused=exc))
     return found
 
 
-def batch_requests_from_json(body: Any, api: ApiContext) -> list[JobRequest]:
-    """One request per URL or bucket key of a JSON batch; every URL and key is checked first."""
+def batch_requests_from_json(body: Any, api: ApiContext, owner: str) -> list[JobRequest]:
+    """One request per URL or bucket key of a JSON batch; every URL and key is checked first.
+
+    A key must name one of the caller's own uploads (``POST /v1/uploads``): any other key, present or
+    not, gets the same ``404``, so that the answer tells nothing about the rest of the bucket.
+    """
     options = options_of(body.options, Surface.BATCH)
     found = [JobRequest(options, image_url=check_url(url)) for url in body.image_urls]
-    for key in body.keys:
+    for index, key in enumerate(body.keys):
         try:
             validate_key(key)
         except ValueError as exc:
             raise InvalidInput(f"{key!r} is not an object key: {exc}") from None
-        if key.startswith(JOB_OBJECT_PREFIXES) or not api.storage.exists(key):
-            raise InvalidInput(f"no object {key!r} in the bucket (or it is one of Backdrop's own)")
-        found.append(JobRequest(options, source_key=key))
+        size = _owned_upload_size(api, owner, key)
+        if size is None:  # one answer for "absent" and "not yours": it tells nothing of other objects
+            raise NotFound(f"keys[{index}] is no upload of this API key (its keys come from POST /v1/uploads)")
+        refused = None
+        if size > api.settings.max_upload_bytes:
+            refused = ImageTooLarge(f"{key} is larger than {api.settings.max_upload_bytes} bytes")
+        found.append(JobRequest(options, source_key=key, refused=refused))
     return found
+
+
+def _owned_upload_size(api: ApiContext, owner: str, key: str) -> int | None:
+    """The size of ``key`` when it is one of ``owner``'s uploads; None when it is absent or not theirs."""
+    if not is_owned_by(key, owner):
+        return None
+    try:
+        return api.storage.size(key)
+    except ObjectNotFound:
+        return None
 
 
 def fingerprint(request: JobRequest) -> str:
     """What makes two requests "the same body" for Idempotency-Key (multipart boundaries differ)."""
     digest = hashlib.sha256()
-    for part in (
-        request.image or b"",
-        (request.image_url or "").encode(),
-        request.background_image or b"",
-        request.options.model_dump_json().encode(),
-    ):
+    for upload in (request.image, request.background_image):
+        digest.update(upload.digest() if upload is not None else hashlib.sha256(b"").digest())
+    for part in ((request.image_url or "").encode(), request.options.model_dump_json().encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
 
@@ -162,15 +197,15 @@ def enqueue_job(
     job_id = job_id or new_job_id()
     key = request.source_key or input_key(job_id)
     if request.image is not None and request.refused is None:
-        api.storage.put(key, request.image, "application/octet-stream")
+        request.image.store(api, key)
     background = None
     if request.background_image is not None:
         background = background_key(job_id)
-        api.storage.put(background, request.background_image, "application/octet-stream")
-    info = request.info
+        request.background_image.store(api, background)
+    image = request.image
     input_info = (
-        InputInfo(bytes=len(request.image or b""), format=info.format, width=info.width, height=info.height)
-        if info is not None
+        InputInfo(bytes=image.size, format=image.info.format, width=image.info.width, height=image.info.height)
+        if image is not None
         else InputInfo(bytes=None, format=None, width=None, height=None)
     )
     try:

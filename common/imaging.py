@@ -203,15 +203,19 @@ def _open_checked(fp: BinaryIO, *, max_pixels: int, min_side: int) -> Iterator[t
         yield im, ImageInfo(format=fmt, width=width, height=height), orientation
 
 
-def probe_image(data: bytes, *, max_pixels: int, min_side: int) -> ImageInfo:
+def probe_image(data: bytes | BinaryIO, *, max_pixels: int, min_side: int) -> ImageInfo:
     """Identify an image and check its size from the header only, without decoding pixels.
+
+    ``data`` is the file's bytes or a seekable binary stream of it (read only as far as the header).
 
     Raises ``UnsupportedImage``, ``ImageTooLarge``, ``ImageTooSmall`` or (for a recognised but
     unreadable header) ``CorruptImage``.
     """
     with (
         _pillow_limit_at_least(max_pixels),
-        _open_checked(io.BytesIO(data), max_pixels=max_pixels, min_side=min_side) as (_, info, _),
+        _open_checked(
+            io.BytesIO(data) if isinstance(data, bytes) else data, max_pixels=max_pixels, min_side=min_side
+        ) as (_, info, _),
     ):
         return info
 

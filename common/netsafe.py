@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import logging
 import socket
 import ssl
 import string
@@ -39,8 +40,19 @@ __all__ = [
     "safe_request",
 ]
 
+log = logging.getLogger(__name__)
+
 Resolver = Callable[[str, int], list[str]]
 """host, port -> the IP addresses (as strings) to connect to."""
+
+# What a user is told about any URL that could not be fetched before it answered: never whether its
+# name resolved, to what kind of address, or how a connection failed (that would map the network
+# Backdrop runs in for whoever submits URLs). The details go to the log.
+UNREACHABLE_URL_MESSAGE = "the URL could not be fetched: its host is unreachable or may not be fetched from"
+# getaddrinfo's answers that a name has no address (not a resolver that failed for now).
+_NO_SUCH_NAME = frozenset(
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None)) if code is not None
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -252,7 +264,9 @@ def _resolve_checked(host: str, port: int, resolver: Resolver, allow_private: bo
     try:
         addresses = list(dict.fromkeys(resolver(host, port)))
     except (OSError, UnicodeError) as exc:
-        raise FetchFailed(f"cannot resolve {host}: {exc}", transient=True) from None
+        # A name that does not exist is final, like a refused address: the two must look alike.
+        no_such_name = isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME
+        raise FetchFailed(f"cannot resolve {host}: {exc}", transient=not no_such_name) from None
     if not addresses:
         raise FetchFailed(f"cannot resolve {host}: no addresses")
     for ip in addresses:
@@ -512,11 +526,28 @@ def fetch_bytes(
     allow_private: bool = False,
     resolver: Resolver | None = None,
 ) -> bytes:
-    """GET ``url`` safely and return its body; any status but 2xx is a FetchFailed."""
-    response = safe_request("GET", url, limits=limits, allow_private=allow_private, resolver=resolver)
+    """GET ``url`` safely and return its body; any status but 2xx is a FetchFailed.
+
+    Everything that goes wrong before an answer (a refused address on any hop, a name that does not
+    resolve, a failed connection, a timeout, an oversized answer) is one ``FetchFailed`` with
+    ``UNREACHABLE_URL_MESSAGE``, transient or not as the cause was; the cause is logged.
+    """
+    try:
+        response = safe_request("GET", url, limits=limits, allow_private=allow_private, resolver=resolver)
+    except (UnsafeURL, FetchFailed) as exc:
+        log.warning("fetching %s failed: %s: %s", _display(url), exc.code, exc.message)
+        raise FetchFailed(UNREACHABLE_URL_MESSAGE, transient=exc.retryable) from None
     if not 200 <= response.status < 300:
         raise FetchFailed(
             f"{_parse(response.url).display} answered HTTP {response.status}",
             transient=response.status in TRANSIENT_STATUSES,
         )
     return response.body
+
+
+def _display(url: str) -> str:
+    """scheme://host[:port] of ``url`` for a log line (never its path or query), or a placeholder."""
+    try:
+        return _parse(url).display
+    except UnsafeURL:
+        return "an invalid URL"

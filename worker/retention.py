@@ -7,15 +7,15 @@ import threading
 import time
 
 from common.settings import Settings
-from common.storage import JOB_OBJECT_PREFIXES, Storage
+from common.storage import RETAINED_PREFIXES, Storage
 
 log = logging.getLogger(__name__)
 
 
 def delete_expired(storage: Storage, settings: Settings) -> int:
-    """Delete every job object older than the retention; returns how many were deleted."""
+    """Delete every job object and client upload older than the retention; returns how many were deleted."""
     cutoff = time.time() - settings.job_ttl_seconds
-    return sum(storage.delete_prefix(prefix, older_than=cutoff) for prefix in JOB_OBJECT_PREFIXES)
+    return sum(storage.delete_prefix(prefix, older_than=cutoff) for prefix in RETAINED_PREFIXES)
 
 
 class RetentionLoop:

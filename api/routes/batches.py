@@ -69,7 +69,7 @@ def create_batch(form: BatchForm) -> Response:  # type: ignore[valid-type]
             body = BatchJson.model_validate(request.get_json())
         except ValidationError as exc:
             raise InvalidOption(describe_validation_error(exc)) from None
-        job_requests = submissions.batch_requests_from_json(body, api)
+        job_requests = submissions.batch_requests_from_json(body, api, current_owner())
     else:
         job_requests = submissions.batch_requests_from_uploads(form, api)
     batch = submissions.enqueue_batch(api, current_owner(), job_requests)

@@ -16,10 +16,14 @@ from common.storage.base import (
 from common.storage.factory import guarded_storage_from_settings, storage_from_settings
 from common.storage.layout import (
     JOB_OBJECT_PREFIXES,
+    RETAINED_PREFIXES,
     background_key,
     input_key,
+    is_owned_by,
     job_prefix,
     result_key,
+    upload_key,
+    upload_prefix,
     validate_key,
 )
 from common.storage.local import SIGNING_KEY_FILE, LocalStorage, local_secret
@@ -29,6 +33,7 @@ __all__ = [
     "DEFAULT_CONTENT_TYPE",
     "JOB_OBJECT_PREFIXES",
     "MAX_URL_EXPIRY_SECONDS",
+    "RETAINED_PREFIXES",
     "SIGNING_KEY_FILE",
     "FileServer",
     "LocalStorage",
@@ -38,9 +43,12 @@ __all__ = [
     "background_key",
     "guarded_storage_from_settings",
     "input_key",
+    "is_owned_by",
     "job_prefix",
     "local_secret",
     "result_key",
     "storage_from_settings",
+    "upload_key",
+    "upload_prefix",
     "validate_key",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import BinaryIO, Protocol, Self
 from urllib.parse import quote
 
 MAX_URL_EXPIRY_SECONDS = 7 * 24 * 3600  # the SigV4 limit; LocalStorage keeps the same bound
@@ -49,6 +49,12 @@ class FileServer(Protocol):
         """The content type to send ``key`` with."""
         ...
 
+    def verify_upload_signature(
+        self, key: str, expires: int, content_type: str, content_length: int, signature: str, now: float | None = None
+    ) -> bool:
+        """Whether an upload URL's parameters were signed by this store and have not expired."""
+        ...
+
 
 class Storage(ABC):
     """A flat key -> bytes store with time-limited download URLs."""
@@ -56,6 +62,11 @@ class Storage(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store ``data`` under ``key``, replacing any previous object atomically."""
+
+    @abstractmethod
+    def put_file(self, key: str, source: BinaryIO, content_type: str) -> int:
+        """Store what ``source`` holds from its current position to its end, read in chunks (never whole
+        into memory), replacing any previous object atomically; returns the bytes stored."""
 
     @abstractmethod
     def get(self, key: str) -> bytes:
@@ -75,8 +86,17 @@ class Storage(ABC):
         """Whether an object is stored under ``key``."""
 
     @abstractmethod
+    def size(self, key: str) -> int:
+        """The bytes of the object under ``key``; ``ObjectNotFound`` when absent."""
+
+    @abstractmethod
     def url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         """A download URL valid for ``expires_in`` seconds; ``filename`` makes it an attachment with that name."""
+
+    @abstractmethod
+    def upload_url(self, key: str, *, expires_in: int, content_type: str, content_length: int) -> str:
+        """A URL valid for ``expires_in`` seconds that a client ``PUT``s the object to, with exactly this
+        ``Content-Type`` and ``Content-Length`` (both are part of the signature)."""
 
     @abstractmethod
     def check(self) -> None:

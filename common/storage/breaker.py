@@ -5,7 +5,7 @@ the API (and with them its health checks). The breaker is pybreaker's."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import pybreaker
 
@@ -41,6 +41,9 @@ class GuardedStorage(Storage):
     def put(self, key: str, data: bytes, content_type: str) -> None:
         self._call(self.inner.put, key, data, content_type)
 
+    def put_file(self, key: str, source: BinaryIO, content_type: str) -> int:
+        return self._call(self.inner.put_file, key, source, content_type)
+
     def get(self, key: str) -> bytes:
         return self._call(self.inner.get, key)
 
@@ -53,8 +56,16 @@ class GuardedStorage(Storage):
     def exists(self, key: str) -> bool:
         return self._call(self.inner.exists, key)
 
+    def size(self, key: str) -> int:
+        return self._call(self.inner.size, key)
+
     def url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         return self.inner.url(key, expires_in=expires_in, filename=filename)  # signing needs no network
+
+    def upload_url(self, key: str, *, expires_in: int, content_type: str, content_length: int) -> str:
+        return self.inner.upload_url(
+            key, expires_in=expires_in, content_type=content_type, content_length=content_length
+        )
 
     def check(self) -> None:
         self._call(self.inner.check)

@@ -6,8 +6,12 @@ objects instead of duplicating them.
 
 from __future__ import annotations
 
-# Every object Backdrop writes lives under one of these; retention sweeps them.
+# Every object Backdrop writes lives under one of these.
 JOB_OBJECT_PREFIXES = ("inputs/", "backgrounds/", "results/")
+# What clients upload through presigned URLs (``POST /v1/uploads``): one prefix per API key.
+UPLOADS_PREFIX = "uploads/"
+# Retention sweeps these: the job objects and the clients' uploads.
+RETAINED_PREFIXES = (*JOB_OBJECT_PREFIXES, UPLOADS_PREFIX)
 
 
 def _check_segment(value: str, what: str) -> None:
@@ -50,6 +54,27 @@ def result_key(job_id: str, name: str) -> str:
     _check_segment(job_id, "job id")
     _check_segment(name, "result name")
     return f"results/{job_id}/{name}"
+
+
+def upload_prefix(owner: str) -> str:
+    """The prefix an API key (or the anonymous user) owns: the only objects its batches may name."""
+    _check_segment(owner, "owner")
+    return f"{UPLOADS_PREFIX}{owner}/"
+
+
+def upload_key(owner: str, name: str) -> str:
+    """Where a client's upload named ``name`` lives, under its owner's prefix."""
+    _check_segment(name, "upload name")
+    return upload_prefix(owner) + name
+
+
+def is_owned_by(key: str, owner: str) -> bool:
+    """Whether ``key`` is a valid object key under ``owner``'s upload prefix."""
+    try:
+        validate_key(key)
+    except ValueError:
+        return False
+    return key.startswith(upload_prefix(owner)) and key != upload_prefix(owner)
 
 
 def job_prefix(job_id: str) -> list[str]:

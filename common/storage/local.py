@@ -14,8 +14,10 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 from common.errors import ObjectNotFound, StorageError, StorageFull
@@ -23,6 +25,8 @@ from common.storage.base import DEFAULT_CONTENT_TYPE, FileServer, Storage, check
 from common.storage.layout import validate_key
 
 SIGNING_KEY_FILE = "signing.key"
+COPY_CHUNK_BYTES = 1024 * 1024
+UPLOAD_METHOD = "PUT"  # signed into upload links, so that no download link's signature is also one
 
 
 class LocalStorage(Storage):
@@ -57,19 +61,24 @@ class LocalStorage(Storage):
     def _meta_path(self, key: str) -> Path:
         return self._meta / f"{key}.json"
 
-    def _atomic_write(self, target: Path, data: bytes) -> None:
+    def _atomic_write(self, target: Path, data: bytes | BinaryIO) -> int:
+        """Write ``data`` (bytes, or a stream copied in chunks from its position) to ``target``; its size."""
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-", suffix=".tmp")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                if isinstance(data, bytes | bytearray | memoryview):
+                    handle.write(data)
+                else:
+                    shutil.copyfileobj(data, handle, COPY_CHUNK_BYTES)
+                written = handle.tell()
                 handle.flush()
                 os.fsync(handle.fileno())
             for attempt in range(5):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.replace(tmp, target)
-                    return
+                    return written
                 except FileNotFoundError:
                     # A concurrent delete pruned the now-empty parent directory; recreate it and retry.
                     if attempt == 4:
@@ -102,12 +111,19 @@ class LocalStorage(Storage):
     # -- Storage --
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
+        self._write(key, bytes(data), content_type)
+
+    def put_file(self, key: str, source: BinaryIO, content_type: str) -> int:
+        return self._write(key, source, content_type)
+
+    def _write(self, key: str, data: bytes | BinaryIO, content_type: str) -> int:
         path = self._object_path(key)
         try:
-            self._atomic_write(path, bytes(data))
+            written = self._atomic_write(path, data)
             self._atomic_write(self._meta_path(key), json.dumps({"content_type": content_type}).encode())
         except OSError as exc:
             raise StorageError(f"writing {key!r} to {self.root} failed: {exc}") from exc
+        return written
 
     def get(self, key: str) -> bytes:
         path = self._object_path(key)
@@ -154,6 +170,17 @@ class LocalStorage(Storage):
     def exists(self, key: str) -> bool:
         return self._object_path(key).is_file()
 
+    def size(self, key: str) -> int:
+        path = self._object_path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r}")
+        try:
+            return path.stat().st_size
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"no object {key!r}") from exc
+        except OSError as exc:
+            raise StorageError(f"reading {key!r} from {self.root} failed: {exc}") from exc
+
     def url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         validate_key(key)
         check_expiry(expires_in)
@@ -161,6 +188,19 @@ class LocalStorage(Storage):
         query = {"expires": str(expires), "signature": self._sign(key, expires, filename)}
         if filename is not None:
             query["filename"] = filename
+        return f"{self.base_url}/v1/files/{quote(key, safe='/')}?{urlencode(query, quote_via=quote)}"
+
+    def upload_url(self, key: str, *, expires_in: int, content_type: str, content_length: int) -> str:
+        """A link to ``PUT /v1/files/<key>`` on the API, signed like downloads but for an upload of
+        exactly ``content_type`` and ``content_length``."""
+        validate_key(key)
+        check_expiry(expires_in)
+        expires = int(time.time()) + expires_in
+        query = {
+            "expires": str(expires),
+            "content_length": str(content_length),
+            "signature": self._sign_upload(key, expires, content_type, content_length),
+        }
         return f"{self.base_url}/v1/files/{quote(key, safe='/')}?{urlencode(query, quote_via=quote)}"
 
     def check(self) -> None:
@@ -179,21 +219,39 @@ class LocalStorage(Storage):
 
     def _sign(self, key: str, expires: int, filename: str | None) -> str:
         # JSON keeps the fields unambiguous: no key/filename split can collide with another.
-        message = json.dumps([key, int(expires), filename], separators=(",", ":")).encode("ascii")
+        return self._hmac([key, int(expires), filename])
+
+    def _sign_upload(self, key: str, expires: int, content_type: str, content_length: int) -> str:
+        return self._hmac([UPLOAD_METHOD, key, int(expires), content_type, int(content_length)])
+
+    def _hmac(self, fields: list[object]) -> str:
+        message = json.dumps(fields, separators=(",", ":")).encode("ascii")
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
-    def verify_url_signature(
-        self, key: str, expires: int, signature: str, filename: str | None, now: float | None = None
-    ) -> bool:
-        """Whether a download URL's parameters were signed by us and have not expired (constant-time)."""
+    @staticmethod
+    def _valid(key: str, expires: int, signature: str, expected: Callable[[], str], now: float | None) -> bool:
+        """Whether the link of ``key`` has not expired and carries the ``expected`` signature (constant-time)."""
         if (time.time() if now is None else now) > expires:
             return False
         try:
             validate_key(key)
         except ValueError:
             return False
-        expected = self._sign(key, expires, filename).encode("ascii")
-        return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
+        return hmac.compare_digest(expected().encode("ascii"), signature.encode("utf-8", "replace"))
+
+    def verify_upload_signature(
+        self, key: str, expires: int, content_type: str, content_length: int, signature: str, now: float | None = None
+    ) -> bool:
+        """Whether an upload link's parameters were signed by us and have not expired."""
+        return self._valid(
+            key, expires, signature, lambda: self._sign_upload(key, expires, content_type, content_length), now
+        )
+
+    def verify_url_signature(
+        self, key: str, expires: int, signature: str, filename: str | None, now: float | None = None
+    ) -> bool:
+        """Whether a download URL's parameters were signed by us and have not expired (constant-time)."""
+        return self._valid(key, expires, signature, lambda: self._sign(key, expires, filename), now)
 
     def open_path(self, key: str) -> Path:
         """The file holding ``key``, for sending; ``ObjectNotFound`` when absent."""

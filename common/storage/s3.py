@@ -9,7 +9,7 @@ import logging
 import mimetypes
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from common.errors import ObjectNotFound, StorageError
 from common.storage.base import Storage, attachment_disposition, check_expiry
@@ -30,6 +30,8 @@ _AUTH_ERROR_CODES = frozenset(
     }
 )
 _MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+# Part size of streamed uploads (S3's minimum part is 5 MiB); a file up to this size is one PUT.
+TRANSFER_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class S3Storage(Storage):
@@ -162,6 +164,27 @@ class S3Storage(Storage):
         with self._translate("writing", key):
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
+    def put_file(self, key: str, source: BinaryIO, content_type: str) -> int:
+        """Streamed by boto3's managed transfer: one PUT for a small file, a multipart upload of
+        ``TRANSFER_CHUNK_BYTES`` parts for a larger one, never the whole file in memory."""
+        from boto3.exceptions import S3UploadFailedError
+        from boto3.s3.transfer import TransferConfig
+
+        validate_key(key)
+        self._ensure_bucket_once()
+        start = source.tell()
+        config = TransferConfig(
+            multipart_threshold=TRANSFER_CHUNK_BYTES, multipart_chunksize=TRANSFER_CHUNK_BYTES, use_threads=False
+        )
+        with self._translate("writing", key):
+            try:
+                self._client.upload_fileobj(
+                    source, self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=config
+                )
+            except S3UploadFailedError as exc:  # the transfer manager's wrapper of a failed part
+                raise StorageError(f"writing s3://{self.bucket}/{key} failed: {exc}") from exc
+        return source.tell() - start
+
     def get(self, key: str) -> bytes:
         validate_key(key)
         with self._translate("reading", key):
@@ -210,6 +233,20 @@ class S3Storage(Storage):
         except ObjectNotFound:
             return False
         return True
+
+    def size(self, key: str) -> int:
+        validate_key(key)
+        with self._translate("checking", key):
+            return int(self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+
+    def upload_url(self, key: str, *, expires_in: int, content_type: str, content_length: int) -> str:
+        """A presigned ``PUT``: Content-Type and Content-Length are signed headers, so S3 refuses a body
+        of another size or type (a presigned PUT cannot say "at most"; the size is declared up front)."""
+        validate_key(key)
+        check_expiry(expires_in)
+        params = {"Bucket": self.bucket, "Key": key, "ContentType": content_type, "ContentLength": content_length}
+        with self._translate("signing an upload URL for", key):
+            return self._presigner.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_in)
 
     def url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         validate_key(key)

@@ -381,6 +381,11 @@ def test_check_url_accepts_http_and_https() -> None:
         assert check_url(url) == url
 
 
+def detailed_fetch(url: str, **kwargs: Any) -> bytes:
+    """``safe_request``'s GET, whose errors say what went wrong (``fetch_bytes`` tells users less)."""
+    return safe_request("GET", url, **kwargs).body
+
+
 # --- fetching from the local server -----------------------------------------------------------
 
 
@@ -411,7 +416,7 @@ def test_http_errors_are_returned_by_safe_request_and_raised_by_fetch_bytes(loca
 
 def test_a_declared_length_above_the_cap_is_refused_at_once(local: LocalServer) -> None:
     with pytest.raises(FetchFailed, match=f"{BIG} bytes, above the limit of {SMALL_LIMIT}") as info:
-        fetch_bytes(local.url("/big-declared"), allow_private=True, limits=_fast(max_bytes=SMALL_LIMIT))
+        detailed_fetch(local.url("/big-declared"), allow_private=True, limits=_fast(max_bytes=SMALL_LIMIT))
     assert not info.value.transient  # too big now, too big later
     assert fetch_bytes(local.url("/big-declared"), allow_private=True, limits=_fast(max_bytes=BIG)) == b"x" * BIG
 
@@ -419,25 +424,25 @@ def test_a_declared_length_above_the_cap_is_refused_at_once(local: LocalServer) 
 @pytest.mark.parametrize("route", ["/big-streamed", "/big-chunked"])
 def test_a_body_growing_past_the_cap_is_refused(local: LocalServer, route: str) -> None:
     with pytest.raises(FetchFailed, match="larger than the limit"):
-        fetch_bytes(local.url(route), allow_private=True, limits=_fast(max_bytes=SMALL_LIMIT))
+        detailed_fetch(local.url(route), allow_private=True, limits=_fast(max_bytes=SMALL_LIMIT))
     assert fetch_bytes(local.url(route), allow_private=True, limits=_fast(max_bytes=BIG)) == b"x" * BIG
 
 
 def test_a_truncated_body_is_a_failure(local: LocalServer) -> None:
     with pytest.raises(FetchFailed, match="closed before the end"):
-        fetch_bytes(local.url("/lying-length"), allow_private=True, limits=_fast())
+        detailed_fetch(local.url("/lying-length"), allow_private=True, limits=_fast())
 
 
 def test_a_stalled_server_times_out(local: LocalServer) -> None:
     with pytest.raises(FetchFailed) as info:
-        fetch_bytes(local.url("/slow"), allow_private=True, limits=FetchLimits(timeout=0.3))
+        detailed_fetch(local.url("/slow"), allow_private=True, limits=FetchLimits(timeout=0.3))
     assert info.value.transient
 
 
 def test_a_trickling_server_hits_the_total_deadline(local: LocalServer) -> None:
     # Every byte arrives well within the 0.5 s per-read timeout, the 60 bytes take about 3 s.
     with pytest.raises(FetchFailed, match=r"within 0\.5 s"):
-        fetch_bytes(local.url("/trickle"), allow_private=True, limits=FetchLimits(timeout=0.5))
+        detailed_fetch(local.url("/trickle"), allow_private=True, limits=FetchLimits(timeout=0.5))
 
 
 def test_an_unreachable_port_fails(local: LocalServer) -> None:
@@ -445,15 +450,15 @@ def test_an_unreachable_port_fails(local: LocalServer) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(FetchFailed) as info:
-        fetch_bytes(f"http://127.0.0.1:{port}/", allow_private=True, limits=_fast())
+        detailed_fetch(f"http://127.0.0.1:{port}/", allow_private=True, limits=_fast())
     assert info.value.transient
 
 
 def test_an_unknown_host_fails(network: FakeNetwork) -> None:
     with pytest.raises(FetchFailed, match=r"cannot resolve nowhere\.example"):
-        fetch_bytes("http://nowhere.example/", resolver=SpyResolver({}))
+        detailed_fetch("http://nowhere.example/", resolver=SpyResolver({}))
     with pytest.raises(FetchFailed, match="no addresses"):
-        fetch_bytes("http://empty.example/", resolver=SpyResolver({"empty.example": []}))
+        detailed_fetch("http://empty.example/", resolver=SpyResolver({"empty.example": []}))
     assert network.attempts == []
 
 
@@ -469,10 +474,10 @@ def test_redirects_within_the_limit_are_followed(local: LocalServer) -> None:
 
 def test_redirects_over_the_limit_are_refused(local: LocalServer) -> None:
     with pytest.raises(FetchFailed, match="more than 3 redirects"):
-        fetch_bytes(local.url("/hops/4"), allow_private=True, limits=_fast(max_redirects=3))
+        detailed_fetch(local.url("/hops/4"), allow_private=True, limits=_fast(max_redirects=3))
     assert local.paths() == ["/hops/4", "/hops/3", "/hops/2", "/hops/1"]
     with pytest.raises(FetchFailed, match="more than 0 redirects"):
-        fetch_bytes(local.url("/hops/1"), allow_private=True, limits=_fast(max_redirects=0))
+        detailed_fetch(local.url("/hops/1"), allow_private=True, limits=_fast(max_redirects=0))
 
 
 def test_redirects_can_be_left_unfollowed(local: LocalServer) -> None:
@@ -529,13 +534,13 @@ def test_credentials_do_not_follow_a_redirect_to_another_origin(local: LocalServ
 
 def test_a_redirect_to_another_scheme_is_refused(local: LocalServer) -> None:
     with pytest.raises(UnsafeURL, match="only http and https"):
-        fetch_bytes(local.url("/to-file"), allow_private=True, limits=_fast())
+        detailed_fetch(local.url("/to-file"), allow_private=True, limits=_fast())
 
 
 def test_a_redirect_to_metadata_is_refused_even_with_private_allowed(local: LocalServer, network: FakeNetwork) -> None:
     network.routes.add("127.0.0.1")
     with pytest.raises(UnsafeURL, match="metadata"):
-        fetch_bytes(local.url("/to-metadata"), allow_private=True, limits=_fast())
+        detailed_fetch(local.url("/to-metadata"), allow_private=True, limits=_fast())
     assert network.attempts == [("127.0.0.1", local.port)]
 
 
@@ -546,7 +551,7 @@ def test_loopback_is_refused_and_never_contacted(local: LocalServer, network: Fa
     network.routes.add("127.0.0.1")
     for url in [local.url("/ok"), local.url("/ok", host="[::1]"), local.url("/ok", host="[::ffff:127.0.0.1]")]:
         with pytest.raises(UnsafeURL, match="loopback"):
-            fetch_bytes(url)
+            detailed_fetch(url)
     assert network.attempts == []
     assert local.seen() == []
 
@@ -555,9 +560,9 @@ def test_metadata_is_refused_without_any_connection_attempt(network: FakeNetwork
     resolver = SpyResolver({})
     for allow_private in (False, True):
         with pytest.raises(UnsafeURL, match="metadata"):
-            fetch_bytes("http://169.254.169.254/latest/meta-data", allow_private=allow_private, resolver=resolver)
+            detailed_fetch("http://169.254.169.254/latest/meta-data", allow_private=allow_private, resolver=resolver)
         with pytest.raises(UnsafeURL, match="metadata"):
-            fetch_bytes("http://[fd00:ec2::254]/latest/meta-data", allow_private=allow_private, resolver=resolver)
+            detailed_fetch("http://[fd00:ec2::254]/latest/meta-data", allow_private=allow_private, resolver=resolver)
     assert resolver.calls == []  # an IP literal is checked as it is, not looked up
     assert network.attempts == []
 
@@ -567,7 +572,7 @@ def test_a_name_resolving_to_a_private_address_is_refused(network: FakeNetwork, 
     network.routes.add(PUBLIC_IP)
     resolver = SpyResolver({"images.example": answer})
     with pytest.raises(UnsafeURL, match=r"images\.example") as info:
-        fetch_bytes("http://images.example/photo.jpg", resolver=resolver)
+        detailed_fetch("http://images.example/photo.jpg", resolver=resolver)
     assert "10.0.0.5" not in info.value.message  # the message names the host, not the internal address
     assert resolver.hosts() == ["images.example"]
     assert network.attempts == []
@@ -606,7 +611,7 @@ def test_a_redirect_to_loopback_is_refused(local: LocalServer, network: FakeNetw
     network.routes.update({PUBLIC_IP, "127.0.0.1"})
     resolver = SpyResolver({"public.example": [PUBLIC_IP]})
     with pytest.raises(UnsafeURL, match="loopback"):
-        fetch_bytes(local.url("/to-loopback", host="public.example"), resolver=resolver, limits=_fast())
+        detailed_fetch(local.url("/to-loopback", host="public.example"), resolver=resolver, limits=_fast())
     assert local.paths() == ["/to-loopback"]  # /secret was never requested
     assert network.attempts == [(PUBLIC_IP, local.port)]
 
@@ -615,7 +620,7 @@ def test_a_redirect_is_resolved_and_checked_again(local: LocalServer, network: F
     network.routes.update({PUBLIC_IP, "10.0.0.5"})
     resolver = SpyResolver({"public.example": [PUBLIC_IP], "internal.example": ["10.0.0.5"]})
     with pytest.raises(UnsafeURL, match=r"internal\.example"):
-        fetch_bytes(local.url("/to-internal", host="public.example"), resolver=resolver, limits=_fast())
+        detailed_fetch(local.url("/to-internal", host="public.example"), resolver=resolver, limits=_fast())
     assert resolver.hosts() == ["public.example", "internal.example"]  # once per hop
     assert local.paths() == ["/to-internal"]
     assert network.attempts == [(PUBLIC_IP, local.port)]
@@ -646,7 +651,7 @@ def test_a_failed_tls_handshake_is_a_fetch_failure(local: LocalServer) -> None:
     # The local server speaks plain HTTP: the handshake fails, and nothing leaks (sockets are closed).
     resolver = SpyResolver({"public.example": ["127.0.0.1"]})
     with pytest.raises(FetchFailed):
-        fetch_bytes(local.url("/ok", host="public.example", scheme="https"), allow_private=True, resolver=resolver)
+        detailed_fetch(local.url("/ok", host="public.example", scheme="https"), allow_private=True, resolver=resolver)
 
 
 def test_slow_name_resolution_counts_against_the_deadline(local: LocalServer) -> None:
@@ -656,10 +661,47 @@ def test_slow_name_resolution_counts_against_the_deadline(local: LocalServer) ->
         return ["127.0.0.1"]
 
     with pytest.raises(FetchFailed, match=r"within 0\.2 s"):
-        fetch_bytes(
+        detailed_fetch(
             local.url("/ok", host="slow.example"),
             allow_private=True,
             resolver=slow_resolver,
             limits=FetchLimits(timeout=0.2),
         )
     assert local.seen() == []
+
+
+# --- what a user is told: nothing about the network ---------------------------------------------
+
+
+def test_refused_and_unresolvable_targets_read_alike(
+    local: LocalServer, network: FakeNetwork, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A name that does not exist, one that resolves inward, a loopback or metadata literal, and a
+    # public hop redirecting inward: the user sees one code, one message, none of them retried.
+    network.routes.add(PUBLIC_IP)
+    resolver = SpyResolver({"internal.example": ["10.0.0.5"], "public.example": [PUBLIC_IP]})
+    targets = [
+        "http://nowhere.example/photo.jpg",
+        "http://internal.example/photo.jpg",
+        "http://127.0.0.1/photo.jpg",
+        "http://169.254.169.254/latest/meta-data",
+        local.url("/to-internal", host="public.example"),
+    ]
+    seen = set()
+    with caplog.at_level("WARNING", logger="common.netsafe"):
+        for url in targets:
+            with pytest.raises(FetchFailed) as info:
+                fetch_bytes(url, resolver=resolver, limits=_fast())
+            seen.add((info.value.code, info.value.message, info.value.transient))
+    assert seen == {("fetch_failed", netsafe.UNREACHABLE_URL_MESSAGE, False)}
+    logged = caplog.text
+    assert "cannot resolve nowhere.example" in logged and "internal.example: it resolves to a private" in logged
+
+
+def test_a_resolver_failing_for_now_is_retried_with_the_same_message() -> None:
+    def failing(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    with pytest.raises(FetchFailed) as info:
+        fetch_bytes("http://images.example/photo.jpg", resolver=failing, limits=_fast())
+    assert info.value.transient and info.value.message == netsafe.UNREACHABLE_URL_MESSAGE
