@@ -76,9 +76,6 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, ge=1024, description="largest multipart batch request (spooled to disk, not memory)"
     )
     max_batch_jobs: int = Field(default=10_000, ge=1, description="most images in one batch")
-    max_json_body_bytes: int = Field(
-        default=1024 * 1024, ge=1024, description="largest JSON request body (413 before it is parsed)"
-    )
 
     # --- service: tenancy and limits ------------------------------------------------------
     auth: Literal["required", "disabled"] = Field(
@@ -98,10 +95,24 @@ class Settings(BaseSettings):
     )
     file_rate_limit: str = Field(default="1200/minute", description="/v1/files downloads per client address")
     max_waiting_requests: int = Field(
-        default=2, ge=0, description="'Prefer: wait' requests held at once per API process; keep below its threads"
+        default=64,
+        ge=0,
+        description="'Prefer: wait' requests held at once per API process (each a greenlet polling Redis "
+        "every 0.1 s); keep below its worker connections",
     )
     max_waiting_per_key: int = Field(
-        default=2, ge=0, description="'Prefer: wait' requests held at once per API key, all processes together"
+        default=8, ge=0, description="'Prefer: wait' requests held at once per API key, all processes together"
+    )
+    api_header_timeout_seconds: float = Field(
+        default=15,
+        gt=0,
+        description="API: a connection must send a whole request header within this, from its start or the "
+        "previous answer (idle keep-alive included), or it is closed",
+    )
+    api_body_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="API: longest pause while a request body arrives (408) or its answer is taken (closed)",
     )
     cleanup_interval_seconds: int = Field(default=300, ge=1, description="how often workers delete expired objects")
     cors_origins: str = Field(

@@ -25,8 +25,9 @@ BIN_DIR = Path(sys.executable).parent
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_UMASK = 0o077
 REDIS_PASSWORD_FILE = "redis.password"
-LIMIT_REQUEST_LINE = 8190  # gunicorn's largest; the API answers 414 in its own format above 4096
-ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+# gunicorn's configuration of the API (gevent workers, the read deadlines, the access log): the same for
+# `backdrop serve`, the tests and the image.
+API_GUNICORN_CONFIG = "python:api.server"
 
 
 def free_port() -> int:
@@ -182,16 +183,12 @@ def worker_argv(*, concurrency: int | None = None, queues: str = "interactive,ba
     return argv
 
 
-def api_argv(host: str, port: int, *, workers: int = 1, threads: int = 8) -> list[str]:
+def api_argv(host: str, port: int, *, workers: int = 1) -> list[str]:
+    """gunicorn serving the API with ``workers`` processes, each holding many connections (api/server.py)."""
     return [
         str(BIN_DIR / "gunicorn"),
+        "--config", API_GUNICORN_CONFIG,
         "--bind", f"{host}:{port}",
         "--workers", str(workers),
-        "--threads", str(threads),
-        "--graceful-timeout", "10",
-        "--limit-request-line", str(LIMIT_REQUEST_LINE),
-        "--access-logfile", "-",
-        # The path without its query string: signed download links must not land in a log.
-        "--access-logformat", ACCESS_LOG_FORMAT,
         "api.app:create_app()",
     ]  # fmt: skip

@@ -149,7 +149,7 @@ class Stack:
         env = {**self.env, "BACKDROP_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **overrides}
         self.env["BACKDROP_PUBLIC_BASE_URL"] = env["BACKDROP_PUBLIC_BASE_URL"]
         self.api = ManagedProcess(
-            "api", api_argv("127.0.0.1", port, threads=16), env=env, log_path=self.root / "api.log", cwd=REPO_ROOT
+            "api", api_argv("127.0.0.1", port), env=env, log_path=self.root / "api.log", cwd=REPO_ROOT
         )
         self.api_url = f"http://127.0.0.1:{port}"
         wait_until(lambda: self._api_up() or not self.api.alive(), START_TIMEOUT, "the API")

@@ -125,7 +125,7 @@ def test_several_gunicorn_workers_report_every_request(stack_factory: Callable[.
     port = free_port()
     env = {**stack.env, "PROMETHEUS_MULTIPROC_DIR": str(multiprocess_dir)}
     api = ManagedProcess(
-        "api2", api_argv("127.0.0.1", port, workers=3, threads=2), env=env, log_path=tmp_path / "api.log", cwd=REPO_ROOT
+        "api2", api_argv("127.0.0.1", port, workers=3), env=env, log_path=tmp_path / "api.log", cwd=REPO_ROOT
     )
     try:
         base = f"http://127.0.0.1:{port}"

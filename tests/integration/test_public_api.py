@@ -126,7 +126,8 @@ def test_rate_limit(stack_factory: Callable[..., Stack]) -> None:
 def test_waits_of_one_key_leave_the_api_answering(stack_factory: Callable[..., Stack]) -> None:
     """As many 'Prefer: wait' POSTs from one key as the API has threads (16): past the caps they are
     answered at once, and a health check is answered while the held ones still wait."""
-    stack = stack_factory("local")  # no worker: a held wait lasts all of its 5 s
+    # No worker: a held wait lasts all of its 5 s. The per-key cap at 2, below its default.
+    stack = stack_factory("local", BACKDROP_MAX_WAITING_PER_KEY="2")
     stack.start_api()
     events: list[str] = []
 

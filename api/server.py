@@ -1,0 +1,135 @@
+"""How gunicorn serves the API: ``gunicorn -c python:api.server 'api.app:create_app()'``.
+
+gevent workers, so that a client that sends slowly, or a ``Prefer: wait`` request, holds a greenlet
+and not one of a few threads; deadlines on reading a request's header and body, which gunicorn's
+async workers do not bound themselves; and gunicorn's own refusal of an over-long request line in
+the API's JSON error format. This module is gunicorn's configuration file (its module-level names
+are gunicorn settings) and holds the worker class it names.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import gevent
+from gunicorn.http.errors import LimitRequestLine
+from gunicorn.workers.ggevent import GeventWorker
+from werkzeug.exceptions import RequestTimeout
+
+from common.errors import HTTP_ERROR_CODES
+from common.settings import get_settings
+
+# --- gunicorn settings (command-line flags override them) ---------------------------------------
+worker_class = "api.server.ApiWorker"
+# Connections one worker process holds at once: idle, slow or waiting, each costs a greenlet (a few kB).
+worker_connections = 1000
+# Keep-alive on; how long a kept-alive connection may idle is the header deadline (ApiWorker.timeout_ctx).
+keepalive = 2
+graceful_timeout = 10
+# gunicorn's largest request line; the API itself answers 414 above 4096 characters (api/app.py), and
+# ApiWorker answers gunicorn's own 414 in the same format.
+limit_request_line = 8190
+accesslog = "-"
+# No control socket: its default path is one per user, shared by every gunicorn on the machine.
+control_socket_disable = True
+# The path without its query string: signed download links must not land in a log.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+
+URI_TOO_LONG = 414
+
+
+class BodyDeadline:
+    """A request's body (gunicorn's ``wsgi.input``) whose reads fail with a 408 when the client has
+    sent nothing for the socket's timeout; the connection is then closed after the answer."""
+
+    def __init__(self, body: Any, request: Any) -> None:
+        self._body = body
+        self._request = request
+
+    def _bounded(self, read: Any, *args: Any) -> Any:
+        try:
+            return read(*args)
+        except TimeoutError:
+            # Where the next request would start is unknown now: answer, then close.
+            self._request.must_close = True
+            raise RequestTimeout("the request body stalled: nothing was received for too long") from None
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._bounded(self._body.read, size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._bounded(self._body.readline, size)
+
+    def readlines(self, size: int | None = None) -> list[bytes]:
+        return self._bounded(self._body.readlines, size)
+
+    def __iter__(self) -> BodyDeadline:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def json_error(status: int, reason: str, code: str, message: str) -> bytes:
+    """A whole HTTP answer with the API's error body (``{"error": {"code", "message"}}``), closing."""
+    # Imported here, in the worker process after gevent has patched the standard library.
+    from common.public import ErrorBody, ErrorDetail
+
+    body = ErrorBody(error=ErrorDetail(code=code, message=message)).model_dump_json().encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class ApiWorker(GeventWorker):
+    """gunicorn's gevent worker with the API's deadlines (``BACKDROP_API_HEADER_TIMEOUT_SECONDS``,
+    ``BACKDROP_API_BODY_TIMEOUT_SECONDS``) and its JSON 414."""
+
+    def init_process(self) -> None:
+        settings = get_settings()
+        self.header_timeout = settings.api_header_timeout_seconds
+        self.body_timeout = settings.api_body_timeout_seconds
+        if not self.cfg.keepalive:
+            # gunicorn reads the first request outside timeout_ctx when keep-alive is off.
+            raise RuntimeError("the API's header deadline needs keep-alive on (--keep-alive above 0)")
+        super().init_process()
+
+    def timeout_ctx(self) -> gevent.Timeout:
+        """The deadline on reading each request's line and headers, counted from the connection's
+        start or the previous answer: a connection without a whole header by then is closed."""
+        return gevent.Timeout(self.header_timeout, False)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: socket.socket, addr: Any) -> None:
+        # While the request is served, every read and write of the socket has the body deadline: a body
+        # that stalls is a 408, and a client that stops reading the answer is dropped.
+        req.body = BodyDeadline(req.body, req)
+        sock.settimeout(self.body_timeout)
+        try:
+            super().handle_request(listener_name, req, sock, addr)
+        except TimeoutError:
+            self.log.debug("closing a connection that stalled while its answer was sent")
+            raise StopIteration from None
+        finally:
+            sock.settimeout(None)
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
+        if not isinstance(exc, LimitRequestLine):
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        answer = json_error(
+            URI_TOO_LONG,
+            "URI Too Long",
+            HTTP_ERROR_CODES[URI_TOO_LONG],
+            f"the request line is longer than {self.cfg.limit_request_line} bytes",
+        )
+        try:
+            client.sendall(answer)
+        except OSError:
+            self.log.debug("the 414 answer could not be sent")
