@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, ge=1024, description="largest multipart batch request (spooled to disk, not memory)"
     )
     max_batch_jobs: int = Field(default=10_000, ge=1, description="most images in one batch")
+    max_json_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest JSON request body (413 before it is parsed)"
+    )
 
     # --- service: tenancy and limits ------------------------------------------------------
     auth: Literal["required", "disabled"] = Field(
