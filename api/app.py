@@ -33,9 +33,10 @@ from common.settings import Settings, get_settings
 
 # Room for the multipart envelope and the small option fields around the image.
 MULTIPART_OVERHEAD = 64 * 1024
-# A form's text fields (the options) are held in memory: none is long.
-MAX_FORM_FIELD_BYTES = 64 * 1024
-MULTIPART_OPTION_PARTS = 64  # the option fields a multipart batch may carry beside its images
+# A form's text fields (the options) are held in memory, each at most this long (werkzeug's parser
+# also holds up to 64 KiB of a part as it reads it); its parts (files and fields) are at most
+# werkzeug's default of 1000: larger batches upload through POST /v1/uploads and name keys.
+MAX_FORM_FIELD_BYTES = 128 * 1024
 API_VERSION = "1.0.0"
 
 
@@ -170,7 +171,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD  # see apply_body_limit
     app.request_class = SpoolingRequest  # file parts go to disk as they arrive
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
-    app.config["MAX_FORM_PARTS"] = settings.max_batch_jobs + MULTIPART_OPTION_PARTS
     app.json.sort_keys = False
     api = ApiContext.build(settings)
     app.extensions[EXTENSION] = api

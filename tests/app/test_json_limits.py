@@ -7,6 +7,7 @@ import json
 
 from flask.testing import FlaskClient
 
+from api.app import MAX_FORM_FIELD_BYTES
 from api.errors import MAX_MESSAGE_CHARS
 from common.settings import Settings
 
@@ -50,7 +51,7 @@ def test_a_large_value_is_not_echoed(client: FlaskClient, auth: dict) -> None:
 
 
 def test_a_large_multipart_option_is_refused_without_echo(client: FlaskClient, auth: dict) -> None:
-    data = {"background": "y" * 200_000}  # a text field above the form's in-memory limit
+    data = {"background": "y" * (MAX_FORM_FIELD_BYTES + 1)}  # a text field above the form's in-memory limit
     response = client.post("/v1/jobs", data=data, headers=auth, content_type="multipart/form-data")
     assert response.status_code == 413
     assert len(response.data) < SHORT_BODY
