@@ -321,10 +321,29 @@ def _to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     rgb = _colour_to_rgb(colour, icc if isinstance(icc, bytes) and icc else None)
     if alpha8 is None or bool(np.all(alpha8 == 255)):
         return rgb, None
-    a = alpha8.astype(np.uint32)[..., None]
-    composited = (rgb.astype(np.uint32) * a + 255 * (255 - a) + 127) // 255
-    alpha = alpha8.astype(np.float32) / np.float32(255.0)
-    return np.ascontiguousarray(composited.astype(np.uint8)), alpha
+    alpha = alpha8.astype(np.float32)
+    alpha /= np.float32(255.0)
+    return _over_white(rgb, alpha8), alpha
+
+
+# Rows of an image converted at a time where a whole-image temporary would cost several bytes a pixel.
+_STRIP_ROWS = 256
+
+
+def _over_white(rgb: np.ndarray, alpha8: np.ndarray) -> np.ndarray:
+    """``rgb`` composited over white by ``alpha8``, rounded: (c*a + 255*(255-a) + 127) // 255. In uint16
+    (the sum is at most 255*255 + 127) and a strip of rows at a time, so only the result is image-sized."""
+    out = np.empty(rgb.shape, dtype=np.uint8)
+    for y0 in range(0, rgb.shape[0], _STRIP_ROWS):
+        rows = slice(y0, y0 + _STRIP_ROWS)
+        a = alpha8[rows, :, None].astype(np.uint16)
+        strip = rgb[rows].astype(np.uint16)
+        strip *= a
+        a = np.uint16(255) * (np.uint16(255) - a) + np.uint16(127)
+        strip += a
+        strip //= np.uint16(255)
+        out[rows] = strip
+    return out
 
 
 def _split_alpha(im: Image.Image) -> tuple[Image.Image, np.ndarray | None]:

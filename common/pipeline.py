@@ -28,6 +28,7 @@ from common.imaging import (
     encode_image,
     encode_matte_png,
     encode_rgba_png,
+    probe_image,
 )
 from common.options import JobOptions, OutputFormat, OutputKind, file_extension
 from common.settings import Settings
@@ -39,6 +40,14 @@ Predict = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 # The faces in an (H, W, 3) uint8 photo: the worker's face detector.
 DetectFaces = Callable[[np.ndarray], list[Face]]
 REPORT_MEDIA_TYPE = "application/json"
+# Peak memory of one photo's decode and post-processing above what the process held before it, per pixel
+# of the photo: measured by bench/bench_memory.py in its heaviest case (blur background, composite,
+# cut-out and matte) at up to 50 Mpx, with a margin (bench/RESULTS.md). The network's part does not
+# grow with the photo (its input is capped), so it is in the fixed part.
+PEAK_BYTES_PER_PIXEL = 40
+PEAK_BYTES_FIXED = 64 * 2**20
+# A background image is decoded whole (Pillow's copy and ours) before it is scaled to the photo.
+BACKGROUND_BYTES_PER_PIXEL = 8
 # Times a named stage of the pipeline ("composite", "encode"): the worker's metrics, or nothing.
 StageTimer = Callable[[str], AbstractContextManager[object]]
 
@@ -82,6 +91,18 @@ class PhotoResult:
 def decode(source: PhotoSource, settings: Settings) -> DecodedImage:
     """A photo decoded within the configured pixel and side limits."""
     return decode_image(source, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
+
+
+def pixel_count(data: bytes, settings: Settings) -> int:
+    """The pixels of an encoded photo, read from its header alone, with the limits ``decode`` applies
+    (an image it would refuse raises the same error here)."""
+    info = probe_image(data, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
+    return info.width * info.height
+
+
+def job_peak_bytes(photo_pixels: int, background_pixels: int = 0) -> int:
+    """The estimated peak memory of one photo's job from its pixel count (and its background image's)."""
+    return PEAK_BYTES_FIXED + PEAK_BYTES_PER_PIXEL * photo_pixels + BACKGROUND_BYTES_PER_PIXEL * background_pixels
 
 
 def network_input_shape(

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=0, ge=0, description="jobs in flight per worker; 0: 2 x batch (GPU), 2 (CPU)"
     )
+    worker_memory_budget_mb: int = Field(
+        default=4096,
+        ge=64,
+        description="the estimated peak memory of the jobs one worker process post-processes at once (each "
+        "job's from its pixels: 64 MB + 40 bytes a pixel, 2 GB at the 50 Mpx limit); a job above it runs alone",
+    )
     visibility_timeout: int = Field(
         default=25, ge=5, description="seconds before an unacknowledged job is redelivered; above the longest job"
     )

@@ -20,6 +20,8 @@ from common.pipeline import (
     finish_id_photos,
     id_photo_files,
     id_photo_matte,
+    job_peak_bytes,
+    pixel_count,
     prepare,
     result_files,
 )
@@ -37,11 +39,9 @@ class Outcome:
     detail: str = ""
 
 
-def job_background(job: Job, service: WorkerService) -> BackgroundSpec:
-    """The background the job asked for, with its uploaded image for ``background=image``."""
-    image = None
-    if job.background_image_key:
-        image = decode(service.storage.get(job.background_image_key), service.settings).rgb
+def job_background(job: Job, data: bytes | None, service: WorkerService) -> BackgroundSpec:
+    """The background the job asked for, with its uploaded image (``data``) for ``background=image``."""
+    image = decode(data, service.settings).rgb if data is not None else None
     return job.options.background_spec(image)
 
 
@@ -67,8 +67,24 @@ def render(
     options = job.options
     with timed("read"):
         source = read_input(job, service)
+        background_data = None
+        if not options.is_id_photo and job.background_image_key:
+            background_data = service.storage.get(job.background_image_key)
+    # Admitted by memory: the estimate comes from the headers, before any pixel is decoded.
+    peak = job_peak_bytes(
+        pixel_count(source, settings), pixel_count(background_data, settings) if background_data is not None else 0
+    )
+    with service.memory.reserve(peak):
+        return _render_admitted(job, service, source, background_data)
+
+
+def _render_admitted(
+    job: Job, service: WorkerService, source: bytes, background_data: bytes | None
+) -> tuple[list[ResultFile], list[IdPhotoSummary] | None, BatchResult | None]:
+    settings = service.settings
+    options = job.options
     if not options.is_id_photo:
-        background = job_background(job, service)
+        background = job_background(job, background_data, service)
         with timed("decode"):
             prepared = prepare(source, settings)
         with timed("network"):

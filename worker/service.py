@@ -22,6 +22,7 @@ from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.batcher import Batcher
 from worker.faces import FaceDetector
+from worker.memory_budget import MemoryBudget
 from worker.metrics import observe_forward
 from worker.notifications import JobEvents
 from worker.reconciler import Reconciler, ReconcilerLoop
@@ -55,6 +56,8 @@ class WorkerService:
         self._faces: FaceDetector | None = None
         self._faces_lock = threading.Lock()
         self.name = f"{socket.gethostname()}:{threading.get_native_id()}"
+        # Jobs start only while their estimated peaks fit in it (worker/memory_budget.py).
+        self.memory = MemoryBudget(settings.worker_memory_budget_mb * 2**20)
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             self._forward,
             key=lambda image: image.shape,
