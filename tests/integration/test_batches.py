@@ -73,7 +73,7 @@ def test_batch_by_url_and_key_validation(stack_factory: Callable[..., Stack]) ->
     stack.start_api()
     body = json.dumps({"keys": ["inputs/someone-elses-upload"], "options": {"background": "red"}}).encode()
     refused = stack.request("POST", "/v1/batches", body, {"Content-Type": "application/json"})
-    assert refused.status == 400 and refused.json()["error"]["code"] == "invalid_input"
+    assert refused.status == 404 and refused.json()["error"]["code"] == "not_found"  # not under its uploads
     bad_option = json.dumps({"image_urls": ["https://example.com/a.jpg"], "options": {"background": "purple"}})
     response = stack.request("POST", "/v1/batches", bad_option.encode(), {"Content-Type": "application/json"})
     assert response.status == 422 and response.json()["error"]["code"] == "invalid_option"
