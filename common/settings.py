@@ -60,6 +60,15 @@ class Settings(BaseSettings):
         description="resize network inputs into a few aspect-ratio buckets (common/sizing.py) so that "
         "concurrent jobs share batches; off: each photo's own aspect ratio",
     )
+    gpu_pipeline: bool = Field(
+        default=True,
+        description="on a CUDA torch engine, keep each photo on the GPU from decode to encode (nvJPEG where "
+        "torchvision imports, post-processing in torch); false: the CPU path of every other device",
+    )
+    cuda_graphs: bool = Field(
+        default=True,
+        description="on the GPU pipeline, replay MODNet from CUDA graphs captured per batch size and shape bucket",
+    )
 
     # --- input limits ---------------------------------------------------------------------
     max_image_pixels: int = Field(default=50_000_000, ge=1, description="refuse decoded images above this many pixels")

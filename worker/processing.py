@@ -85,6 +85,14 @@ def _render_admitted(
     options = job.options
     if not options.is_id_photo:
         background = job_background(job, background_data, service)
+        pipeline, device_batcher = service.device_pipeline, service.device_batcher
+        if pipeline is not None and device_batcher is not None:  # a CUDA worker: on the GPU throughout
+            with timed("decode"):
+                photo = pipeline.prepare(source)
+            with timed("network"):
+                on_device = device_batcher.submit(photo.network_input).result()
+            outputs = pipeline.finish(photo, on_device.output, options, background, timer=timed)
+            return result_files(outputs), None, on_device
         with timed("decode"):
             prepared = prepare(source, settings)
         with timed("network"):

@@ -7,10 +7,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import redis
+import torch
 from celery import Celery
 
 from common import keyspace
@@ -21,6 +23,7 @@ from common.keyspace import redis_from_settings
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.batcher import Batcher
+from worker.device_pipeline import DevicePipeline
 from worker.faces import FaceDetector
 from worker.memory_budget import MemoryBudget
 from worker.metrics import observe_forward
@@ -30,6 +33,9 @@ from worker.retention import RetentionLoop
 from worker.runtime import ModelRunner
 
 log = logging.getLogger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 class WorkerService:
@@ -65,6 +71,17 @@ class WorkerService:
             max_delay_ms=settings.max_delay_ms,
             name="modnet-batcher",
         )
+        # On a CUDA torch engine a photo stays on the GPU from decode to encode, batched there as tensors.
+        self.device_pipeline = DevicePipeline.for_runner(runner, settings)
+        self.device_batcher: Batcher[torch.Tensor, torch.Tensor] | None = None
+        if self.device_pipeline is not None:
+            self.device_batcher = Batcher(
+                self._forward_on_device,
+                key=lambda network_input: tuple(network_input.shape),
+                max_batch_size=settings.max_batch_size,
+                max_delay_ms=settings.max_delay_ms,
+                name="modnet-device-batcher",
+            )
 
     @classmethod
     def start(cls, settings: Settings, celery: Celery | None = None) -> WorkerService:
@@ -82,17 +99,22 @@ class WorkerService:
         return service
 
     def _forward(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        passes_before = self.runner.forward_passes
+        return self._counted_pass(self.runner.predict, images)
+
+    def _forward_on_device(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        assert self.device_pipeline is not None
+        return self._counted_pass(self.device_pipeline.predict, inputs)
+
+    def _counted_pass(self, predict: Callable[[Sequence[In]], list[Out]], items: Sequence[In]) -> list[Out]:
+        """One forward pass, observed in the metrics and counted in the worker's record."""
         start = time.perf_counter()
-        mattes = self.runner.predict(images)
-        observe_forward(len(images), time.perf_counter() - start)
+        outputs = predict(items)
+        observe_forward(len(items), time.perf_counter() - start)
         try:
-            self.redis.hincrby(
-                keyspace.WORKER.format(name=self.name), "forward_passes", self.runner.forward_passes - passes_before
-            )
+            self.redis.hincrby(keyspace.WORKER.format(name=self.name), "forward_passes", 1)
         except redis.RedisError:
             log.warning("could not record forward pass statistics", exc_info=True)
-        return mattes
+        return outputs
 
     @property
     def faces(self) -> FaceDetector:
@@ -123,5 +145,7 @@ class WorkerService:
         if self.reconciler is not None:
             self.reconciler.stop()
         self.batcher.close(timeout=60)
+        if self.device_batcher is not None:
+            self.device_batcher.close(timeout=60)
         self.redis.delete(keyspace.WORKER.format(name=self.name))
         self.redis.close()
