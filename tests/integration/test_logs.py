@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.stack import Stack
+from worker.embedded import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,6 +79,8 @@ def test_the_level_and_the_text_format_follow_the_settings(stack_factory: Callab
     stack.start_api(BACKDROP_LOG_FORMAT="text")
     submitted = stack.submit(photo())
     assert submitted.status == 202
+    # gunicorn writes its access line just after the answer has gone out: wait for it (a failure guard).
+    wait_until(lambda: "/v1/jobs" in stack.api.log_of_this_run(), 30, "the access line")
     log = stack.api.log_of_this_run()
     assert not json_lines(log)
     assert "/v1/jobs" in log  # gunicorn's own access line, in text

@@ -131,8 +131,9 @@ def test_several_gunicorn_workers_report_every_request(stack_factory: Callable[.
         base = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
+            # A generous timeout: a check given up on while the workers boot would still be served, and counted.
             try:
-                return OPENER.open(f"{base}/healthz", timeout=5).status == 200
+                return OPENER.open(f"{base}/healthz", timeout=60).status == 200
             except OSError:
                 return False
 

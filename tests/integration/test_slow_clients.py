@@ -173,9 +173,9 @@ def test_waits_of_one_key_leave_other_clients_and_health_checks_answering(strict
     lock = threading.Lock()
 
     def held_submit(seed: int) -> None:
-        answer = strict_stack.submit(rgba_photo(seed), headers={"Prefer": "wait=5"})
+        answer = strict_stack.submit(rgba_photo(seed), headers={"Prefer": "wait=3"})
         with lock:
-            events.append("held" if answer.headers.get("preference-applied") == "wait=5" else f"{answer.status}")
+            events.append("held" if answer.headers.get("preference-applied") == "wait=3" else f"{answer.status}")
 
     threads = [threading.Thread(target=held_submit, args=(seed,)) for seed in range(waits)]
     for thread in threads:
