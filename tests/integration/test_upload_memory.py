@@ -5,17 +5,15 @@ under gunicorn, its worker process's peak resident memory measured by the kernel
 from __future__ import annotations
 
 import http.client
-import io
 import json
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
-from PIL import Image
 
+from bench.bench_upload_memory import memory_of, padded_png, reset_peak
 from common.client import encode_multipart
 from tests.integration.stack import Stack
 from worker.embedded import wait_until
@@ -25,29 +23,6 @@ PHOTO_BYTES = 8 * 2**20
 # Peak growth allowed while 64 MiB of photos pass through: buffers and the request's bookkeeping, far
 # below the photos themselves (holding them, as the API once did, is 64 MiB and more).
 RSS_GROWTH_BOUND = 24 * 2**20
-
-
-def padded_png(size: int, seed: int) -> bytes:
-    """A valid PNG of ``size`` bytes: a small image, then bytes after its end (decoders ignore them)."""
-    buffer = io.BytesIO()
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(buffer, "PNG")
-    head = buffer.getvalue()
-    return head + rng.integers(0, 256, size - len(head), dtype=np.uint8).tobytes()
-
-
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak resident memory since the last reset) of ``pid``, in bytes."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(value.split()[0]) * 1024
-    return fields
-
-
-def _reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux 4.0 and later)
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +54,10 @@ def test_a_large_multipart_batch_leaves_the_api_memory_flat(api: Stack) -> None:
     pid = _api_worker_pid(api)
     _batch(api, [padded_png(256 * 1024, seed=0)])  # warm: every code path of a batch has run once
     photos = [padded_png(PHOTO_BYTES, seed=index) for index in range(PHOTOS)]
-    _reset_peak(pid)
-    before = _status(pid)["VmRSS"]
+    reset_peak(pid)
+    before = memory_of(pid)["VmRSS"]
     batch = _batch(api, photos)
-    growth = _status(pid)["VmHWM"] - before
+    growth = memory_of(pid)["VmHWM"] - before
     assert batch["total"] == PHOTOS and batch["counts"]["queued"] == PHOTOS, batch["counts"]
     assert growth < RSS_GROWTH_BOUND, f"the API's peak grew by {growth / 2**20:.1f} MiB for {PHOTOS} x 8 MiB"
     stored = [api.storage.get(api.redis.hget(f"backdrop:job:{job['id']}", "input_key")) for job in batch["jobs"]]
@@ -94,8 +69,8 @@ def test_a_20_mib_json_body_is_refused_short(api: Stack) -> None:
     urls = [f"https://example.invalid/{index:08d}.jpg" for index in range(20 * 2**20 // 40)]
     body = json.dumps({"image_urls": urls}).encode()
     assert len(body) >= 20 * 2**20
-    _reset_peak(pid)
-    before = _status(pid)["VmRSS"]
+    reset_peak(pid)
+    before = memory_of(pid)["VmRSS"]
     host, port = api.api_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
@@ -117,4 +92,4 @@ def test_a_20_mib_json_body_is_refused_short(api: Stack) -> None:
     assert response.status == 413
     assert json.loads(answer)["error"]["code"] == "payload_too_large"
     assert len(answer) < 500
-    assert _status(pid)["VmHWM"] - before < RSS_GROWTH_BOUND
+    assert memory_of(pid)["VmHWM"] - before < RSS_GROWTH_BOUND
