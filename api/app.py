@@ -7,7 +7,7 @@ import time
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
-from flask_openapi3 import Info, OpenAPI
+from flask_openapi3 import Info
 from pydantic import ValidationError
 from werkzeug.exceptions import RequestURITooLarge
 
@@ -17,6 +17,7 @@ from api.context import ctx as request_context
 from api.errors import error_response, register_error_handlers
 from api.limits import init_waits, keep_own_retry_after, limiter
 from api.metrics import observe_requests
+from api.openapi import SECURITY_SCHEMES, DocumentedOpenAPI, servers
 from api.routes.batches import batches
 from api.routes.demo import demo
 from api.routes.docs import docs
@@ -38,12 +39,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 # werkzeug's default of 1000: larger batches upload through POST /v1/uploads and name keys.
 MAX_FORM_FIELD_BYTES = 128 * 1024
 API_VERSION = "1.0.0"
-
-
-SECURITY_SCHEMES = {
-    "bearer": {"type": "http", "scheme": "bearer", "description": "an API key: Authorization: Bearer bd_..."},
-    "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
-}
 
 
 def _invalid_request(exc: ValidationError) -> Response:
@@ -153,7 +148,7 @@ def unbind_request_id(_: BaseException | None = None) -> None:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     configure_api_logging(settings)
-    app = OpenAPI(
+    app = DocumentedOpenAPI(
         __name__,
         info=Info(
             title="Backdrop",
@@ -161,6 +156,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             description="Background replacement for portrait and ID photos, as asynchronous jobs.",
         ),
         security_schemes=SECURITY_SCHEMES,
+        servers=servers(settings),
         validation_error_status=422,
         validation_error_model=ErrorBody,
         validation_error_callback=_invalid_request,

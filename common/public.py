@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from common.batches import Batch, BatchCounts
 from common.errors import error_codes
@@ -16,6 +16,10 @@ from common.jobs import Job, JobStatus, now
 from common.options import JobOptions
 from common.settings import Settings
 from common.storage import Storage
+
+# Timestamps are sent as ISO 8601 text with the UTC offset (RFC 3339); links as absolute URLs.
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+Url = Annotated[str, WithJsonSchema({"type": "string", "format": "uri"})]
 
 
 class ErrorDetail(BaseModel):
@@ -26,6 +30,12 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"error": {"code": "not_found", "message": "no job '7532a2...'"}}]}
+    )
+
     error: ErrorDetail
 
 
@@ -34,12 +44,12 @@ class InputModel(BaseModel):
     format: str | None
     width: int | None
     height: int | None
-    url: str | None = None
+    url: Url | None = Field(default=None, description="the photo's URL, for a photo by URL")
 
 
 class ResultModel(BaseModel):
-    url: str = Field(description="download link, valid until expires_at")
-    expires_at: str
+    url: Url = Field(description="download link, valid until expires_at")
+    expires_at: Timestamp
     format: str
     media_type: str
     bytes: int
@@ -47,13 +57,64 @@ class ResultModel(BaseModel):
     height: int | None
 
 
+EXAMPLE_OPTIONS = {
+    "background": "blue",
+    "id_spec": [],
+    "custom_size": None,
+    "custom_dpi": 300.0,
+    "head_ratio": None,
+    "crown_margin": None,
+    "max_kb": None,
+    "min_kb": None,
+    "sheet": None,
+    "cut_guides": True,
+    "matte_source": "network",
+    "format": None,
+    "quality": 92,
+    "outputs": ["composite"],
+    "decontaminate": True,
+    "webhook_url": None,
+    "webhook_events": ["completed"],
+}
+EXAMPLE_JOB = {
+    "id": "7532a2d0c4e94b1f9d2b8a61e3f0c7d5",
+    "status": "succeeded",
+    "created_at": "2026-12-02T09:30:00.120000+00:00",
+    "started_at": "2026-12-02T09:30:00.180000+00:00",
+    "finished_at": "2026-12-02T09:30:01.020000+00:00",
+    "expires_at": "2026-12-03T09:30:00.120000+00:00",
+    "attempts": 1,
+    "batch_id": None,
+    "input": {"bytes": 81234, "format": "JPEG", "width": 600, "height": 800, "url": None},
+    "options": EXAMPLE_OPTIONS,
+    "results": {
+        "composite": {
+            "url": "https://backdrop.example/v1/files/results/7532a2d0c4e94b1f9d2b8a61e3f0c7d5/composite.jpg"
+            "?expires=1796290201&signature=3f9c...&filename=7532a2d0c4e94b1f9d2b8a61e3f0c7d5-composite.jpg",
+            "expires_at": "2026-12-02T10:30:01.050000+00:00",
+            "format": "jpeg",
+            "media_type": "image/jpeg",
+            "bytes": 64211,
+            "width": 600,
+            "height": 800,
+        }
+    },
+    "id_photos": None,
+    "error": None,
+}
+
+
 class JobModel(BaseModel):
+    """A job: its state, its input and options, and when it succeeded the links to its results."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_JOB]})
+
     id: str
     status: Literal["queued", "processing", "succeeded", "failed", "canceled"]
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    expires_at: str = Field(description="the record, upload and results are deleted at this time")
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    expires_at: Timestamp = Field(description="the record, upload and results are deleted at this time")
     attempts: int
     batch_id: str | None
     input: InputModel
@@ -103,12 +164,33 @@ class JobModel(BaseModel):
 
 
 class BatchModel(BaseModel):
+    """A batch: counts of its jobs per state and one page of its jobs, in submission order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0c9e3b7f5a2d4e61b8f1a7c3d9e2b4f6",
+                    "status": "completed",
+                    "created_at": "2026-12-02T09:30:00.120000+00:00",
+                    "expires_at": "2026-12-03T09:30:00.120000+00:00",
+                    "total": 1,
+                    "webhook_url": None,
+                    "counts": {"queued": 0, "processing": 0, "succeeded": 1, "failed": 0, "canceled": 0},
+                    "jobs": [{**EXAMPLE_JOB, "batch_id": "0c9e3b7f5a2d4e61b8f1a7c3d9e2b4f6"}],
+                    "page": 1,
+                    "next_page": None,
+                }
+            ]
+        }
+    )
+
     id: str
     status: Literal["pending", "completed"] = Field(description="completed when every job has finished")
-    created_at: str
-    expires_at: str
+    created_at: Timestamp
+    expires_at: Timestamp
     total: int
-    webhook_url: str | None = None
+    webhook_url: Url | None = None
     counts: BatchCounts
     jobs: list[JobModel]
     page: int

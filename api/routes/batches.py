@@ -13,7 +13,18 @@ from pydantic import BaseModel, Field, ValidationError
 from api import submissions
 from api.auth import current_owner
 from api.context import ApiContext, ctx
-from api.schemas import ERRORS, BatchForm, BatchJson, BatchModel, operation_id
+from api.schemas import (
+    AUTHENTICATED,
+    DOWNLOAD,
+    LOCATION,
+    BatchForm,
+    BatchJson,
+    BatchModel,
+    binary_response,
+    errors,
+    json_response,
+    operation_id,
+)
 from common.batches import Batch
 from common.errors import InvalidOption, NotFound
 from common.jobs import JobStatus, TransitionRefused, is_record_id
@@ -30,16 +41,18 @@ batches = APIBlueprint(
 )
 
 MAX_PAGE_SIZE = 500
+# The zip's type, or plain bytes for a client that asks for application/octet-stream (Accept).
+ZIP_MEDIA_TYPES = ["application/zip", "application/octet-stream"]
 ZIP_SPOOL_BYTES = 64 * 2**20
 
 
 class BatchPath(BaseModel):
-    batch_id: str
+    batch_id: str = Field(description="the batch's id")
 
 
 class BatchQuery(BaseModel):
-    page: int = Field(default=1, ge=1, le=2**63 - 1)
-    page_size: int = Field(default=100, ge=1, le=MAX_PAGE_SIZE)
+    page: int = Field(default=1, ge=1, le=2**63 - 1, description="the page of jobs, from 1")
+    page_size: int = Field(default=100, ge=1, le=MAX_PAGE_SIZE, description="jobs per page")
 
 
 def view(api: ApiContext, batch: Batch, page: int, page_size: int) -> Response:
@@ -59,9 +72,15 @@ def owned_batch(api: ApiContext, batch_id: str) -> Batch:
     return batch
 
 
-@batches.post("/batches", responses={202: BatchModel, **ERRORS})
+@batches.post(
+    "/batches",
+    responses={
+        202: json_response(BatchModel, "accepted: the batch and the first page of its jobs", headers=LOCATION),
+        **errors(400, 404, 408, 413, 422, *AUTHENTICATED),
+    },
+)
 def create_batch(form: BatchForm) -> Response:  # type: ignore[valid-type]
-    """Create a batch: repeated ``images`` files (multipart), or ``image_urls``/``keys`` (JSON), with
+    """Create a batch: repeated `images` files (multipart), or `image_urls` and `keys` (JSON), with
     shared options. Its jobs run on the batch queue, after any waiting single job."""
     api = ctx()
     if request.is_json:
@@ -79,14 +98,26 @@ def create_batch(form: BatchForm) -> Response:  # type: ignore[valid-type]
     return response
 
 
-@batches.get("/batches/<batch_id>", responses={200: BatchModel, **ERRORS})
+@batches.get(
+    "/batches/<batch_id>",
+    responses={
+        200: json_response(BatchModel, "the batch and one page of its jobs"),
+        **errors(404, 422, *AUTHENTICATED),
+    },
+)
 def get_batch(path: BatchPath, query: BatchQuery) -> Response:
     """Counts per status and one page of the batch's jobs, in submission order."""
     api = ctx()
     return view(api, owned_batch(api, path.batch_id), query.page, query.page_size)
 
 
-@batches.post("/batches/<batch_id>/cancel", responses={200: BatchModel, **ERRORS})
+@batches.post(
+    "/batches/<batch_id>/cancel",
+    responses={
+        200: json_response(BatchModel, "the batch, its unfinished jobs canceled"),
+        **errors(404, *AUTHENTICATED),
+    },
+)
 def cancel_batch(path: BatchPath) -> Response:
     """Cancel every job of the batch that has not finished."""
     api = ctx()
@@ -98,9 +129,16 @@ def cancel_batch(path: BatchPath) -> Response:
     return view(api, batch, 1, MAX_PAGE_SIZE)
 
 
-@batches.get("/batches/<batch_id>/results.zip", responses={200: None, **ERRORS})
+@batches.get(
+    "/batches/<batch_id>/results.zip",
+    responses={
+        200: binary_response("the zip of the succeeded composites", ZIP_MEDIA_TYPES, headers=DOWNLOAD),
+        **errors(404, *AUTHENTICATED),
+    },
+)
 def batch_zip(path: BatchPath) -> Response:
-    """The succeeded composites as one zip, named ``{index:05d}-{job_id}.{ext}`` in submission order."""
+    """The succeeded composites as one zip, in submission order.
+    Each file is named `{index:05d}-{job_id}.{ext}`."""
     api = ctx()
     batch = owned_batch(api, path.batch_id)
     spool = tempfile.SpooledTemporaryFile(max_size=ZIP_SPOOL_BYTES)  # noqa: SIM115 - handed to send_file
@@ -111,4 +149,5 @@ def batch_zip(path: BatchPath) -> Response:
             result = job.results["composite"]
             archive.writestr(f"{index:05d}-{job.id}.{file_extension(result.format)}", api.storage.get(result.key))
     spool.seek(0)
-    return send_file(spool, mimetype="application/zip", as_attachment=True, download_name=f"{batch.id}.zip")
+    media_type = request.accept_mimetypes.best_match(ZIP_MEDIA_TYPES, default=ZIP_MEDIA_TYPES[0])
+    return send_file(spool, mimetype=media_type, as_attachment=True, download_name=f"{batch.id}.zip")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from flask import Response, request, send_file
 from flask_openapi3 import APIBlueprint, Tag
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.context import ctx
-from api.schemas import ErrorBody, operation_id
+from api.schemas import DOWNLOAD, binary_response, errors, exact_fields, operation_id
 from common.errors import BackdropError, LinkRefused, NotFound
+from common.imaging import OUTPUT_MEDIA_TYPES
+from common.pipeline import REPORT_MEDIA_TYPE
 from common.storage import attachment_disposition
 
 files = APIBlueprint(
@@ -21,12 +23,27 @@ class FilePath(BaseModel):
 
 
 class FileQuery(BaseModel):
-    expires: int | None = None
-    signature: str | None = None
-    filename: str | None = None
+    """The signed parameters of a result URL: send them as the job gave them."""
+
+    model_config = ConfigDict(json_schema_extra=exact_fields())
+
+    expires: int = Field(description="when the link expires (unix time)")
+    signature: str = Field(description="the link's signature")
+    filename: str | None = Field(default=None, description="the name to save the file as")
 
 
-@files.get("/files/<path:key>", responses={200: None, 403: ErrorBody, 404: ErrorBody})
+# Results have their own types; any other stored object is sent as application/octet-stream.
+FILE_MEDIA_TYPES = ["application/octet-stream", *OUTPUT_MEDIA_TYPES.values(), REPORT_MEDIA_TYPE]
+
+
+@files.get(
+    "/files/<path:key>",
+    responses={
+        200: binary_response("the file", FILE_MEDIA_TYPES, headers=DOWNLOAD),
+        304: {"description": "not modified since the copy the client holds (If-None-Match, If-Modified-Since)"},
+        **errors(403, 404, 422, 429),
+    },
+)
 def download(path: FilePath, query: FileQuery) -> Response:
     """A result in local storage, through the signed, expiring link given by the job."""
     key = path.key

@@ -9,7 +9,7 @@ from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from api.context import ctx
-from api.schemas import HealthModel, ReadyModel, operation_id
+from api.schemas import HealthModel, ReadyModel, errors, json_response, operation_id
 from common.errors import BackdropError, StorageFull
 
 log = logging.getLogger(__name__)
@@ -17,13 +17,30 @@ log = logging.getLogger(__name__)
 health = APIBlueprint("health", __name__, abp_tags=[Tag(name="health")], operation_id_callback=operation_id)
 
 
-@health.get("/healthz", responses={200: HealthModel})
+@health.get(
+    "/healthz",
+    responses={200: json_response(HealthModel, "the process answers", metered=False), **errors(metered=False)},
+)
 def healthz() -> Response:
     """The process answers."""
     return jsonify({"status": "ok"})
 
 
-@health.get("/readyz", responses={200: ReadyModel, 503: ReadyModel})
+@health.get(
+    "/readyz",
+    responses={
+        200: json_response(
+            ReadyModel, "ready", metered=False, example={"status": "ready", "checks": {"redis": "ok", "storage": "ok"}}
+        ),
+        503: json_response(
+            ReadyModel,
+            "not ready: the failing check says which",
+            metered=False,
+            example={"status": "not ready", "checks": {"redis": "ok", "storage": "unreachable"}},
+        ),
+        **errors(metered=False),
+    },
+)
 def readyz() -> tuple[Response, int]:
     """Redis and storage are reachable and storage has room: the API can accept and report jobs. The
     answer says which check failed, never why (that goes to the log: callers are anonymous)."""

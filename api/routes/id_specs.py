@@ -6,7 +6,7 @@ from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel
 
-from api.schemas import ERRORS, operation_id
+from api.schemas import AUTHENTICATED, errors, json_response, operation_id
 from common.id_specs import IdSpec, list_specs
 
 id_specs = APIBlueprint(
@@ -20,10 +20,12 @@ id_specs = APIBlueprint(
 
 
 class IdSpecList(BaseModel):
+    """The catalogue of ID-photo specs."""
+
     specs: list[IdSpec]
 
 
-@id_specs.get("/id-specs", responses={200: IdSpecList, **ERRORS})
+@id_specs.get("/id-specs", responses={200: json_response(IdSpecList, "the catalogue"), **errors(*AUTHENTICATED)})
 def list_id_specs() -> Response:
-    """Every spec of the catalogue: use its ``id`` in ``id_spec``."""
+    """Every spec of the catalogue: use its `id` in `id_spec`."""
     return jsonify(IdSpecList(specs=list_specs()).model_dump(mode="json"))

@@ -11,9 +11,24 @@ from api import submissions
 from api.auth import current_owner
 from api.context import ApiContext, ctx
 from api.limits import wait_slot
-from api.schemas import ERRORS, JobForm, JobHeaders, JobModel, JobPath, operation_id
+from api.schemas import (
+    AUTHENTICATED,
+    IDEMPOTENT_REPLAYED,
+    LOCATION,
+    POLL_AGAIN,
+    PREFERENCE_APPLIED,
+    JobForm,
+    JobHeaders,
+    JobModel,
+    JobPath,
+    errors,
+    json_response,
+    no_content,
+    operation_id,
+)
 from common.errors import NotFound, RecordDamaged
 from common.jobs import Job, JobStatus, TransitionRefused, is_record_id
+from common.public import EXAMPLE_JOB
 from common.queue import notify, notify_batch_completed
 from common.storage import job_prefix
 
@@ -55,10 +70,37 @@ def job_response(job: Job, api: ApiContext, status: int) -> Response:
     return response
 
 
-@jobs.post("/jobs", responses={200: JobModel, 202: JobModel, **ERRORS})
+QUEUED_EXAMPLE = {
+    **EXAMPLE_JOB,
+    "status": "queued",
+    "started_at": None,
+    "finished_at": None,
+    "attempts": 0,
+    "results": None,
+}
+CREATED_HEADERS = {**LOCATION, **PREFERENCE_APPLIED, **IDEMPOTENT_REPLAYED}
+PENDING_HEADERS = {**CREATED_HEADERS, "Retry-After": {**POLL_AGAIN["Retry-After"], "required": True}}
+
+
+@jobs.post(
+    "/jobs",
+    responses={
+        200: json_response(
+            JobModel,
+            "the job, finished within Prefer: wait=N (or an idempotent replay of a finished job)",
+            headers=CREATED_HEADERS,
+            example=EXAMPLE_JOB,
+        ),
+        202: json_response(
+            JobModel, "accepted: the job, pending; poll its Location", headers=PENDING_HEADERS, example=QUEUED_EXAMPLE
+        ),
+        **errors(400, 404, 408, 413, 415, 422, *AUTHENTICATED),
+    },
+)
 def create_job(form: JobForm, header: JobHeaders) -> Response:  # type: ignore[valid-type]
-    """Create a job: validate, store the upload, enqueue; 202 with the job and a Location header
-    (200 when it finished within ``Prefer: wait=N``, or an idempotent replay of a finished job)."""
+    """Create a job: validate, store the upload, enqueue.
+    The answer is 202 with the job and its Location, or 200 when the job finished within `Prefer: wait=N`
+    (or the request is an idempotent replay of a finished job)."""
     api = ctx()
     owner = current_owner()
     request = submissions.job_request(form, api)
@@ -70,6 +112,7 @@ def create_job(form: JobForm, header: JobHeaders) -> Response:  # type: ignore[v
         replayed = reservation.job
         response = job_response(replayed, api, 200 if replayed.status.is_terminal else 202)
         response.headers["Idempotent-Replayed"] = "true"
+        response.headers["Location"] = url_for("jobs.get_job", job_id=replayed.id)
         return response
     submissions.check_quota(api, owner)
     job = submissions.enqueue_job(
@@ -96,14 +139,26 @@ def create_job(form: JobForm, header: JobHeaders) -> Response:  # type: ignore[v
     return response
 
 
-@jobs.get("/jobs/<job_id>", responses={200: JobModel, **ERRORS})
+@jobs.get(
+    "/jobs/<job_id>",
+    responses={
+        200: json_response(JobModel, "the job", headers=POLL_AGAIN, example=EXAMPLE_JOB),
+        **errors(404, 410, *AUTHENTICATED),
+    },
+)
 def get_job(path: JobPath) -> Response:
-    """Poll a job; ``Retry-After`` says when to ask again while it is pending."""
+    """Poll a job; `Retry-After` says when to ask again while it is pending."""
     api = ctx()
     return job_response(owned_job(api, path.job_id), api, 200)
 
 
-@jobs.post("/jobs/<job_id>/cancel", responses={200: JobModel, **ERRORS})
+@jobs.post(
+    "/jobs/<job_id>/cancel",
+    responses={
+        200: json_response(JobModel, "the job, canceled unless it had finished"),
+        **errors(404, 410, *AUTHENTICATED),
+    },
+)
 def cancel_job(path: JobPath) -> Response:
     """Cancel: a queued job never runs; a running one is marked canceled and its results are discarded."""
     api = ctx()
@@ -119,7 +174,10 @@ def cancel_job(path: JobPath) -> Response:
     return job_response(job, api, 200)
 
 
-@jobs.delete("/jobs/<job_id>", responses={204: None, **ERRORS})
+@jobs.delete(
+    "/jobs/<job_id>",
+    responses={204: no_content("deleted: the record, the upload and the results"), **errors(404, *AUTHENTICATED)},
+)
 def delete_job(path: JobPath) -> tuple[str, int]:
     """Delete a job: cancel it if pending, then remove its upload, results and record."""
     api = ctx()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Literal
 
 from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
@@ -13,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import current_owner
 from api.context import ctx
-from api.schemas import operation_id
+from api.schemas import AUTHENTICATED, errors, exact_fields, json_response, no_content, operation_id
 from common.errors import InvalidInput, LinkRefused, NotFound
 from common.jobs import now
-from common.public import ErrorBody
+from common.public import Timestamp, Url
 from common.storage import upload_key, upload_prefix
 
 uploads = APIBlueprint(
@@ -53,10 +54,10 @@ class UploadsJson(BaseModel):
 
 class UploadTarget(BaseModel):
     key: str = Field(description="the object's key, for a JSON batch's keys")
-    url: str = Field(description="where to PUT the file before expires_at")
-    method: str = Field(default="PUT")
+    url: Url = Field(description="where to PUT the file before expires_at")
+    method: Literal["PUT"] = Field(default="PUT")
     headers: dict[str, str] = Field(description="the headers the PUT must send, as signed")
-    expires_at: str
+    expires_at: Timestamp
 
 
 class UploadsModel(BaseModel):
@@ -66,12 +67,15 @@ class UploadsModel(BaseModel):
 
 @uploads.post(
     "/uploads",
-    responses={201: UploadsModel, **{status: ErrorBody for status in (400, 401, 413, 422, 429, 503)}},
+    responses={
+        201: json_response(UploadsModel, "the upload URLs, one per file, in the order asked"),
+        **errors(400, 408, 413, 422, *AUTHENTICATED),
+    },
     security=[{"bearer": []}, {"apiKey": []}],
 )
 def create_uploads(body: UploadsJson) -> tuple[Response, int]:
-    """Signed ``PUT`` URLs for new objects under the caller's own prefix; name them in a JSON batch's
-    ``keys`` once uploaded."""
+    """Signed `PUT` URLs for new objects under the caller's own prefix.
+    Name the objects in a JSON batch's `keys` once uploaded."""
     api = ctx()
     owner = current_owner()
     limit = api.settings.max_upload_bytes
@@ -96,12 +100,29 @@ class UploadPath(BaseModel):
 
 
 class UploadQuery(BaseModel):
-    expires: int | None = None
-    content_length: int | None = None
-    signature: str | None = None
+    """The signed parameters of an upload URL (a link without them is refused with 403)."""
+
+    model_config = ConfigDict(json_schema_extra=exact_fields(required=("expires", "content_length", "signature")))
+
+    expires: int | None = Field(default=None, description="when the link expires (unix time)")
+    content_length: int | None = Field(default=None, description="the Content-Length the PUT must send")
+    signature: str | None = Field(default=None, description="the link's signature")
 
 
-@uploads.put("/files/<path:key>", responses={201: None, **{status: ErrorBody for status in (400, 403, 404, 413)}})
+# Declared as application/octet-stream, the type generators send bytes as; a link made for an image/*
+# type takes that type instead (its Content-Type is signed).
+UPLOAD_BODY = {
+    "description": "the file's bytes, with the Content-Type and Content-Length the link was made for",
+    "required": True,
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+@uploads.put(
+    "/files/<path:key>",
+    responses={201: no_content("stored", metered=False), **errors(400, 403, 404, 408, 413, 422, metered=False)},
+    openapi_extensions={"requestBody": UPLOAD_BODY},
+)
 def receive_upload(path: UploadPath, query: UploadQuery) -> tuple[str, int]:
     """Local storage: the target of an upload URL. The body is streamed into storage, never held whole."""
     api = ctx()

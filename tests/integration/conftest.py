@@ -108,3 +108,12 @@ def stack_factory(
     yield build
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def stack_with_worker(stack_factory: Callable[..., Stack]) -> Stack:
+    """A module's stack on local storage: one worker and the API, with a key for the helpers."""
+    stack = stack_factory("local")
+    stack.start_worker()
+    stack.start_api()
+    return stack
