@@ -8,6 +8,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from flask import Flask
 from flask.testing import FlaskClient
 
+from api.app import create_app
+from common.settings import Settings
 from tests.app.conftest import png
 
 
@@ -87,3 +89,17 @@ def test_upload_requests_are_bounded(client: FlaskClient, auth: dict, app: Flask
     html = client.post("/v1/uploads", json={"files": [{"bytes": 10, "content_type": "text/html"}]}, headers=auth)
     assert html.status_code == 422
     assert client.post("/v1/uploads", json={"files": [{"bytes": 10}]}).status_code == 401
+
+
+def test_without_keys_every_client_shares_the_anonymous_prefix(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"auth": "disabled"}))
+    try:
+        client = app.test_client()
+        photo = png(seed=6)
+        (target,) = _targets(client, {}, len(photo))
+        assert target["key"].startswith("uploads/anonymous/")
+        assert _put(client, target["url"], photo) == 201
+        assert client.post("/v1/batches", json={"keys": [target["key"]]}).status_code == 202
+        assert client.post("/v1/batches", json={"keys": ["uploads/someone/x"]}).status_code == 404
+    finally:
+        app.extensions["backdrop"].redis.close()
