@@ -35,25 +35,26 @@ CASES = {
 }
 
 
-def synthetic_portrait(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """A smooth photo with a head-and-shoulders shape, and its soft matte (off 0 and 1, as a sigmoid's)."""
-    yy, xx = np.ogrid[0:height, 0:width]
-    scale = max(height, width)
+def synthetic_matte(height: int, width: int) -> np.ndarray:
+    """A head-and-shoulders matte, soft at its edge and off 0 and 1 as a sigmoid's (float32)."""
+    yy = np.arange(height, dtype=np.float32)[:, None]
+    xx = np.arange(width, dtype=np.float32)[None, :]
     head = np.hypot((yy - 0.42 * height) / (0.2 * height), (xx - 0.5 * width) / (0.16 * width))
     body = np.hypot((yy - 1.05 * height) / (0.45 * height), (xx - 0.5 * width) / (0.42 * width))
-    distance = np.minimum(head, body) - 1.0
-    matte = (1 / (1 + np.exp(np.clip(distance * scale / 12, -30, 30)))).astype(np.float32)
-    photo = np.empty((height, width, 3), np.uint8)
-    photo[..., 0] = (90 + 60 * xx / width).astype(np.uint8)
-    photo[..., 1] = (120 + 40 * yy / height).astype(np.uint8)
-    photo[..., 2] = 150
-    return photo, matte
+    distance = np.minimum(head, body) - np.float32(1.0)
+    distance *= np.float32(max(height, width) / 12)
+    np.clip(distance, -30, 30, out=distance)
+    return (1 / (1 + np.exp(distance))).astype(np.float32)
 
 
 def write_photo(path: Path, height: int, width: int) -> None:
+    """A smooth synthetic photo as a PNG (small on disk, as the issue's 158 KiB one of 50 Mpx)."""
     from PIL import Image
 
-    photo, _ = synthetic_portrait(height, width)
+    photo = np.empty((height, width, 3), np.uint8)
+    photo[..., 0] = (90 + 60 * np.arange(width) / width).astype(np.uint8)[None, :]
+    photo[..., 1] = (120 + 40 * np.arange(height) / height).astype(np.uint8)[:, None]
+    photo[..., 2] = 150
     Image.fromarray(photo).save(path, format="PNG", compress_level=1)
 
 
@@ -77,12 +78,14 @@ def peak_rss_bytes() -> int:
     return _status_bytes("VmHWM")
 
 
-def run_child(impl: str, path: Path, case: str) -> dict[str, float]:
-    """In this process: the post-processing of the photo at ``path``, with its peak RSS above the baseline."""
+def run_child(impl: str, path: Path, case: str, weights: Path | None = None) -> dict[str, float]:
+    """In this process: the post-processing of the photo at ``path``, with its peak RSS above the baseline.
+    With ``weights`` the matte comes from MODNet (torch eager, CPU) at its capped input size, loaded and
+    warmed up at that size before the baseline as a worker is; else from ``synthetic_matte``."""
     import cv2
 
     from common.imaging import probe_image
-    from common.options import JobOptions
+    from common.options import JobOptions, OutputKind
     from common.settings import Settings
 
     if impl == "baseline":
@@ -95,18 +98,32 @@ def run_child(impl: str, path: Path, case: str) -> dict[str, float]:
     data = path.read_bytes()
     info = probe_image(data, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
     rh, rw = pipeline.network_input_shape(info.height, info.width, settings)
-    _, small = synthetic_portrait(rh, rw)
+    small = synthetic_matte(rh, rw)
+    runner = None
+    if weights is not None:
+        from worker.runtime import ModelRunner
+
+        runner = ModelRunner.load(weights, "cpu", engine="torch")
+        runner.warm_up(rh, rw)
     options = JobOptions(**CASES[case])
     cv2.setNumThreads(cv2.getNumThreads())  # OpenCV's thread pool starts before the baseline
     cv2.blur(np.zeros((64, 64, 3), np.float32), (3, 3))
     baseline = reset_peak_rss()
     start = time.perf_counter()
     prepared = pipeline.prepare(data, settings)
+    if runner is not None:
+        (small,) = runner.predict([prepared.network_input])
     result = pipeline.finish(prepared, small, options)
     seconds = time.perf_counter() - start
     peak = peak_rss_bytes() - baseline
-    assert result.outputs.items
-    return {"peak_bytes": peak, "seconds": seconds, "pixels": info.width * info.height}
+    composite = result.outputs.items[OutputKind.COMPOSITE]
+    return {
+        "peak_bytes": peak,
+        "seconds": seconds,
+        "pixels": info.width * info.height,
+        "composite_size": [composite.width, composite.height],
+        "composite_bytes": len(composite.data),
+    }
 
 
 def measure(impl: str, path: Path, case: str) -> dict[str, float]:
@@ -129,9 +146,10 @@ def main() -> None:
     parser.add_argument("--child", choices=["baseline", "current"], help=argparse.SUPPRESS)
     parser.add_argument("--photo", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", type=Path, help="child: the matte from MODNet with these weights")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_child(args.child, args.photo, args.case)))
+        print(json.dumps(run_child(args.child, args.photo, args.case, args.weights)))
         return
 
     impls = args.impls.split(",")
