@@ -264,5 +264,6 @@ def test_foreground_estimation_removes_green_spill() -> None:
         f"decontaminated {spill_deco:.3f}, ratio {spill_naive / spill_deco:.2f}; "
         f"mean abs error naive {mae(naive):.3f}, decontaminated {mae(decontaminated):.3f}"
     )
-    assert spill_naive >= 5 * spill_deco
+    # 20.4x with the whole-image estimator this replaced (bench/RESULTS.md); the tiled one keeps within 10 %.
+    assert spill_naive >= 0.9 * 20.4 * spill_deco
     assert mae(decontaminated) < mae(naive)
