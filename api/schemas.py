@@ -185,7 +185,9 @@ class BatchJson(BaseModel):
         description="http(s) URLs the workers fetch",
         json_schema_extra={"items": {"type": "string", "format": "uri"}},
     )
-    keys: list[str] = Field(default_factory=list, description="object keys in the storage bucket")
+    keys: list[str] = Field(
+        default_factory=list, description="keys of this API key's own uploads (POST /v1/uploads), under its prefix"
+    )
     options: BatchOptions = Field(  # type: ignore[valid-type]
         default_factory=BatchOptions, description="the option fields of POST /v1/jobs that a batch accepts"
     )
