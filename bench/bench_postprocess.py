@@ -205,6 +205,31 @@ def bench_pipeline(runs: int, threads: int) -> None:
         return lambda: runner.predict([x])
 
     row("network alone (torch eager vs default engine)", pairs(network(eager), network(default), runs))
+    bench_overlap(today_photo, runs)
+
+
+def bench_overlap(photo: Callable[[], bytes], runs: int) -> None:
+    """Per-image time of photos one after another against two at a time in two threads, as a CPU worker
+    runs them (``--pool threads``, concurrency 2): one photo's post-processing then runs beside the other's
+    network pass on the same cores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    count = 4
+    pool = ThreadPoolExecutor(2)
+
+    def one_by_one() -> None:
+        for _ in range(count):
+            photo()
+
+    def two_at_a_time() -> None:
+        list(pool.map(lambda _: photo(), range(count)))
+
+    serial, overlapped, ratio = pairs(one_by_one, two_at_a_time, max(3, runs // 3))
+    pool.shutdown()
+    print(f"\n{count} photos with the default engine and today's post-processing, per photo:\n")
+    print("| one after another ms | two at a time in two threads ms | one after another / two at a time |")
+    print("|---:|---:|---:|")
+    print(f"| {serial / count:.1f} | {overlapped / count:.1f} | {ratio:.2f}x |")
 
 
 def main() -> None:
