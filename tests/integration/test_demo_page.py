@@ -117,25 +117,28 @@ def phone_page_and_log(browser: Browser) -> Iterator[tuple[Page, PageLog]]:
     yield from _page_and_log(browser, PHONE)
 
 
-def _page_and_log(browser: Browser, viewport: dict[str, int]) -> Iterator[tuple[Page, PageLog]]:
+def _page_and_log(
+    browser: Browser, viewport: dict[str, int], *, record_states: bool = True
+) -> Iterator[tuple[Page, PageLog]]:
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(30_000)
     log = PageLog()
     page.on("pageerror", lambda error: log.errors.append(str(error)))
     page.on("console", lambda message: log.console.append(f"{message.type}: {message.text}"))
-    # Record every state the status line goes through.
-    page.add_init_script(
-        """
-        window.__states = [];
-        document.addEventListener("DOMContentLoaded", () => {
-          const status = document.getElementById("status");
-          const record = () => window.__states.push(status.dataset.state);
-          record();
-          new MutationObserver(record).observe(status, { attributes: true, attributeFilter: ["data-state"] });
-        });
-        """
-    )
+    # Record every state the status line goes through (a page with a status line: the demo).
+    if record_states:
+        page.add_init_script(
+            """
+            window.__states = [];
+            document.addEventListener("DOMContentLoaded", () => {
+              const status = document.getElementById("status");
+              const record = () => window.__states.push(status.dataset.state);
+              record();
+              new MutationObserver(record).observe(status, { attributes: true, attributeFilter: ["data-state"] });
+            });
+            """
+        )
     try:
         yield page, log
     finally:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.integration.stack import Stack, http
-from tests.integration.test_demo_page import PHONE, PageLog
+from tests.integration.test_demo_page import PHONE, PageLog, _page_and_log
 from tests.integration.test_demo_page import browser as browser  # the Chromium fixture
 
 if TYPE_CHECKING:
@@ -36,18 +36,10 @@ def document(stack: Stack) -> dict[str, Any]:
 
 @pytest.fixture
 def phone_docs(browser: Browser, stack: Stack) -> Iterator[tuple[Page, PageLog]]:
-    context = browser.new_context(viewport=PHONE)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    log = PageLog()
-    page.on("pageerror", lambda error: log.errors.append(str(error)))
-    page.on("console", lambda message: log.console.append(f"{message.type}: {message.text}"))
-    try:
+    for page, log in _page_and_log(browser, PHONE, record_states=False):
         page.goto(f"{stack.api_url}/docs")
         page.wait_for_selector("body[data-rendered='true']")
         yield page, log
-    finally:
-        context.close()
 
 
 def test_every_operation_and_model_is_rendered(phone_docs: tuple[Page, PageLog], document: dict[str, Any]) -> None:
