@@ -44,6 +44,8 @@ PASS1_SCALE = 4
 # tile needs stays a fraction of it), and the rows of the strips the outputs are rendered in.
 MIN_TILE = 64
 STRIP_ROWS = 256
+# Adjacent soft tiles are estimated together (one halo for the run) up to about this many columns.
+MAX_REGION_WIDTH = 1024
 
 # Rows y0:y1 of a background at the photo's size: (rows, W, 3) uint8, or float32 in [0, 1].
 BackgroundRows = Callable[[int, int], np.ndarray]
@@ -232,9 +234,11 @@ class ForegroundEstimator:
         if cols * tile != w:
             flags = np.pad(flags, ((0, 0), (0, cols * tile - w)))
         soft_tiles = flags.reshape(y1 - y0, cols, tile).any(axis=(0, 2))
+        longest = max(1, MAX_REGION_WIDTH // tile)  # tiles in one region, so its size is bounded too
         for t0, t1 in _runs(soft_tiles):
-            x0, x1 = t0 * tile, min(w, t1 * tile)
-            yield x0, x1, self._estimate(y0, y1, x0, x1)
+            for c0 in range(t0, t1, longest):
+                x0, x1 = c0 * tile, min(w, min(t1, c0 + longest) * tile)
+                yield x0, x1, self._estimate(y0, y1, x0, x1)
 
     def _estimate(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The second pass over rows y0:y1, columns x0:x1, computed on the region grown by the small

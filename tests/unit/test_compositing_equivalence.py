@@ -16,7 +16,18 @@ import pytest
 from PIL import Image
 
 from common.backgrounds import PRESETS, background_rows, parse_background
-from common.compositing import EPS, blur_radii, compose, composite, cutout, estimate_foreground, to_float, to_uint8
+from common.compositing import (
+    EPS,
+    MAX_REGION_WIDTH,
+    blur_radii,
+    compose,
+    composite,
+    cutout,
+    estimate_foreground,
+    soft_mask,
+    to_float,
+    to_uint8,
+)
 
 # --- the reference: the whole-image implementation, as it was --------------------------------------
 
@@ -138,6 +149,16 @@ def test_synthetic_outputs_within_one_level(height: int, width: int, seed: int) 
     assert ((alpha > 0.01) & (alpha < 0.99)).any()
     _assert_outputs_match(image, alpha, "green", None)
     _assert_outputs_match(image, alpha, "blur", None)
+
+
+def test_a_matte_soft_everywhere_within_one_level() -> None:
+    """Untrained weights give a matte with no 0 or 1 anywhere: every tile is estimated, in regions cut to
+    ``MAX_REGION_WIDTH`` across a photo wider than that."""
+    image, _ = _synthetic_case(300, 2 * MAX_REGION_WIDTH + 77, 7)
+    rng = np.random.default_rng(7)
+    alpha = cv2.GaussianBlur(rng.random(image.shape[:2], dtype=np.float32), (0, 0), 4) * 0.8 + 0.1
+    assert soft_mask(alpha).all()
+    _assert_outputs_match(image, alpha, "blue", None)
 
 
 def test_without_decontamination_is_the_plain_blend() -> None:
