@@ -8,12 +8,10 @@ import pytest
 
 from common.backgrounds import PRESETS
 from common.compositing import (
-    MIN_TILE,
     blur_radii,
     composite,
     cutout,
     estimate_foreground,
-    soft_mask,
     to_float,
     to_uint8,
 )
@@ -132,42 +130,6 @@ def test_cutout_colour_is_not_premultiplied() -> None:
 
 
 # --- estimate_foreground -------------------------------------------------------------------------
-
-
-def _reference_step(
-    image: np.ndarray, fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray, radius: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One blur-fusion step written literally from its formulas, to check the buffer-reusing version."""
-    k = 2 * radius + 1
-    a = alpha[:, :, None]
-    fb = cv2.blur(fg * a, (k, k)) / (cv2.blur(alpha, (k, k))[:, :, None] + 1e-5)
-    bb = cv2.blur(bg * (1 - a), (k, k)) / (cv2.blur(1 - alpha, (k, k))[:, :, None] + 1e-5)
-    new = np.clip(fb + a * (image - a * fb - (1 - a) * bb), 0, 1)
-    return new, bb
-
-
-@pytest.mark.parametrize("shape", [(200, 260), (300, 211)])
-def test_estimate_foreground_matches_literal_formulas_where_soft(shape: tuple[int, int]) -> None:
-    """With the large-radius pass at full resolution, the tiled estimate is the whole-image formula's
-    at every soft pixel (tiles and halos change nothing there), and the photo itself outside soft tiles."""
-    rng = _rng()
-    image = rng.random((*shape, 3), dtype=np.float32)
-    mask = np.zeros(shape, dtype=np.float32)
-    mask[shape[0] // 2 :, shape[1] // 2 :] = 1.0  # its top left tile holds no soft value
-    alpha = cv2.GaussianBlur(mask, (0, 0), 3)
-    large, small = blur_radii(*shape)
-    fg, bb = _reference_step(image, image, image, alpha, large)
-    fg, _ = _reference_step(image, fg, bb, alpha, small)
-    out = estimate_foreground(image, alpha, pass1_scale=1)
-    soft = soft_mask(alpha)
-    assert 0.05 < soft.mean() < 0.6
-    np.testing.assert_allclose(out[soft], fg[soft], atol=2e-5)
-    tiles = np.zeros((-(-shape[0] // MIN_TILE), -(-shape[1] // MIN_TILE)), dtype=bool)
-    ys, xs = np.nonzero(soft)
-    tiles[ys // MIN_TILE, xs // MIN_TILE] = True
-    outside = ~np.kron(tiles, np.ones((MIN_TILE, MIN_TILE), dtype=bool))[: shape[0], : shape[1]]
-    assert outside.any()
-    np.testing.assert_array_equal(out[outside], image[outside])
 
 
 def test_estimate_foreground_shape_range_and_opaque_pixels() -> None:

@@ -19,6 +19,7 @@ from common.backgrounds import PRESETS, background_rows, parse_background
 from common.compositing import (
     EPS,
     MAX_REGION_WIDTH,
+    MIN_TILE,
     blur_radii,
     compose,
     composite,
@@ -67,6 +68,33 @@ def reference_blur_background(original: np.ndarray, alpha: np.ndarray) -> np.nda
     if factor > 1:
         out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
     return out
+
+
+# --- the tiles against the whole-image formulas ---------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(200, 260), (300, 211)])
+def test_estimate_foreground_matches_literal_formulas_where_soft(shape: tuple[int, int]) -> None:
+    """With the large-radius pass at full resolution, the tiled estimate is the whole-image formula's
+    at every soft pixel (tiles and halos change nothing there), and the photo itself outside soft tiles."""
+    rng = np.random.default_rng(1234)
+    image = rng.random((*shape, 3), dtype=np.float32)
+    mask = np.zeros(shape, dtype=np.float32)
+    mask[shape[0] // 2 :, shape[1] // 2 :] = 1.0  # its top left tile holds no soft value
+    alpha = cv2.GaussianBlur(mask, (0, 0), 3)
+    large, small = blur_radii(*shape)
+    fg, bb = _reference_step(image, image, image, alpha, large)
+    fg, _ = _reference_step(image, fg, bb, alpha, small)
+    out = estimate_foreground(image, alpha, pass1_scale=1)
+    soft = soft_mask(alpha)
+    assert 0.05 < soft.mean() < 0.6
+    np.testing.assert_allclose(out[soft], fg[soft], atol=2e-5)
+    tiles = np.zeros((-(-shape[0] // MIN_TILE), -(-shape[1] // MIN_TILE)), dtype=bool)
+    ys, xs = np.nonzero(soft)
+    tiles[ys // MIN_TILE, xs // MIN_TILE] = True
+    outside = ~np.kron(tiles, np.ones((MIN_TILE, MIN_TILE), dtype=bool))[: shape[0], : shape[1]]
+    assert outside.any()
+    np.testing.assert_array_equal(out[outside], image[outside])
 
 
 # --- cases ----------------------------------------------------------------------------------------
