@@ -39,11 +39,12 @@ class Plan:
     passes: int  # forward passes per timing
     photo_size: tuple[int, int]  # (height, width)
     photos: int  # per pipeline timing
+    pipeline_batch: int  # photos post-processed as one batch on the device
     ref_size: int
 
 
-FULL = Plan((512, 512), (1, 2, 4, 8, 16, 32, 64), 20, (1600, 1200), 64, 512)
-QUICK = Plan((64, 64), (1, 2, 4), 2, (400, 300), 2, 64)
+FULL = Plan((512, 512), (1, 2, 4, 8, 16, 32, 64), 20, (1600, 1200), 64, 16, 512)
+QUICK = Plan((64, 64), (1, 2, 4), 2, (400, 300), 2, 2, 64)
 
 
 def synchronize(device: torch.device) -> None:
@@ -114,7 +115,9 @@ def pipeline_cases(
     from worker.device_pipeline import DevicePipeline
     from worker.runtime import ModelRunner
 
-    settings = Settings(model_path=Path("unused.ckpt"), inference_ref_size=plan.ref_size, max_batch_size=plan.photos)
+    settings = Settings(
+        model_path=Path("unused.ckpt"), inference_ref_size=plan.ref_size, max_batch_size=plan.pipeline_batch
+    )
     options = JobOptions(background="blue")
     runner = ModelRunner(engine.model, device, engine=engine)
     pipeline = DevicePipeline(engine, settings)
@@ -125,11 +128,12 @@ def pipeline_cases(
             replace_photo(data, options, runner.predict, settings)
 
     def on_device() -> None:
-        prepared = [pipeline.prepare(data) for data in photos]
-        mattes = pipeline.predict([photo.network_input for photo in prepared])
-        pipeline.finish_batch(prepared, mattes, options)
+        for start in range(0, len(photos), plan.pipeline_batch):
+            prepared = [pipeline.prepare(data) for data in photos[start : start + plan.pipeline_batch]]
+            mattes = pipeline.predict([photo.network_input for photo in prepared])
+            pipeline.finish_batch(prepared, mattes, options)
 
-    return {"CPU path (numpy post-processing)": cpu_path, "GPU pipeline (batched)": on_device}
+    return {"CPU path (numpy post-processing)": cpu_path, f"GPU pipeline (batches of {plan.pipeline_batch})": on_device}
 
 
 def main() -> None:
