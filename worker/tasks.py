@@ -15,6 +15,7 @@ from celery.signals import worker_shutting_down
 from common.errors import BackdropError
 from common.public import BatchModel, JobModel
 from common.queue import DELIVER_WEBHOOK, PROCESS_JOB
+from common.settings import Settings
 from common.webhooks import build_payload, deliver, retry_delay
 from worker.celery_app import app, service, settings
 from worker.processing import fail_job, process_job
@@ -46,6 +47,13 @@ def is_retryable(exc: BaseException) -> bool:
 def _backoff(retries: int, cap: float = 30) -> float:
     """Seconds before retry ``retries + 1``: doubling from 1 s, at most ``cap``."""
     return min(2**retries, cap)
+
+
+def retry_countdown(retries: int, settings: Settings) -> float:
+    """Seconds before retry ``retries + 1``: the backoff, capped at half the visibility timeout too. A
+    retry waits in its worker as an unacknowledged message; held past the visibility timeout, Redis
+    hands it out again, and each such redelivery counts against BACKDROP_MAX_DELIVERIES."""
+    return _backoff(retries, min(settings.task_retry_backoff_max_seconds, settings.visibility_timeout / 2))
 
 
 def gives_up(retries: int, max_retries: int | None, failing_since: float, deadline_seconds: float) -> bool:
@@ -108,7 +116,7 @@ def process_job_task(self: Task, job_id: str, failing_since: float | None = None
                 fail_job(svc, job_id, exc)
                 return "failed"
             log.warning("job %s: transient error, retrying: %s", job_id, exc)
-            countdown = _backoff(self.request.retries, svc.settings.task_retry_backoff_max_seconds)
+            countdown = retry_countdown(self.request.retries, svc.settings)
             try:
                 raise self.retry(
                     exc=exc, countdown=countdown, kwargs={"job_id": job_id, "failing_since": since}

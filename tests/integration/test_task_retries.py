@@ -113,3 +113,14 @@ def test_a_finished_job_is_not_run_again(service: WorkerService) -> None:
 
 def test_backoff_grows_and_is_capped() -> None:
     assert [tasks._backoff(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+@pytest.mark.parametrize("visibility_timeout", [6, 25, 60])
+def test_a_retry_never_waits_as_long_as_the_visibility_timeout(visibility_timeout: int) -> None:
+    """A retry waits in its worker as an unacknowledged message: held past the visibility timeout, Redis
+    hands it out again as a new delivery, and a storage outage of a few minutes at the default backoff
+    (30 s, above the default 25 s timeout) then failed its jobs `worker_lost` (bench/bench_outage.py)."""
+    settings = Settings(visibility_timeout=visibility_timeout, task_retry_backoff_max_seconds=30)
+    countdowns = [tasks.retry_countdown(n, settings) for n in range(12)]
+    assert max(countdowns) <= visibility_timeout / 2
+    assert countdowns[:2] == [1, 2] and countdowns == sorted(countdowns)  # still doubling, then capped
