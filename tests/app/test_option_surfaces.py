@@ -113,3 +113,20 @@ def test_a_multipart_batch_accepts_every_batch_option(app: Flask, client: FlaskC
     assert response.json["total"] == 2
     job = app.extensions["backdrop"].jobs.get(response.json["jobs"][1]["id"])
     assert job.options.quality == SAMPLES["quality"] and job.options.outputs == SAMPLES["outputs"]
+
+
+@pytest.mark.parametrize(("name", "text"), [("head_ratio", "0.75"), ("crown_margin", "0.1")])
+def test_form_text_that_looks_like_a_number_stays_text(
+    app: Flask, client: FlaskClient, auth: dict, name: str, text: str
+) -> None:
+    # The form parser reads each part as JSON first: "0.75" must still reach a text option as text.
+    fields = {"id_spec": "custom", "custom_size": "600x800px", name: text}
+    response = client.post(
+        "/v1/jobs",
+        data={**fields, "image": (io.BytesIO(png()), "p.png")},
+        headers=auth,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    stored = app.extensions["backdrop"].jobs.get(response.json["id"]).options
+    assert getattr(stored, name) == text
