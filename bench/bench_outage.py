@@ -7,7 +7,8 @@ Starts Redis, a moto S3 server behind a TCP proxy that can be cut (the one of
 tests/integration/test_storage_outage.py), one worker and the API. First the baseline: ``--jobs``
 jobs with the storage up, timed from the first submission to the last success. Then the same number
 of jobs, with the proxy cut (connections refused, open ones closed) right after they are submitted,
-for ``--outage`` seconds. Prints how many were pending at the cut, their outcome, their attempts,
+for ``--outage`` seconds (the worker is paused while they are submitted, so that none has finished
+at the cut). Prints how many were pending at the cut, their outcome, their attempts,
 and how long after the storage came back the last one succeeded, against the baseline's time.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -61,7 +63,7 @@ def statuses(stack: Stack, ids: list[str]) -> list[dict]:
 def run_jobs(stack: Stack, seed: int, count: int) -> list[str]:
     ids = []
     for index in range(count):
-        answer = stack.submit(rgba_photo(seed + index, size=(480, 640)))
+        answer = stack.submit(rgba_photo(seed + index, size=(1200, 1600)))
         assert answer.status == 202, answer.body
         ids.append(answer.json()["id"])
     return ids
@@ -106,7 +108,7 @@ def main() -> None:
         stack.start_api()
         print(f"retry deadline {stack.settings.task_retry_deadline_seconds:.0f} s, "
               f"backoff at most {stack.settings.task_retry_backoff_max_seconds:.0f} s, "
-              f"{args.jobs} jobs of 480x640, worker at its default concurrency")  # fmt: skip
+              f"{args.jobs} jobs of 1200x1600, worker at its default concurrency")  # fmt: skip
 
         start = time.monotonic()
         baseline_ids = run_jobs(stack, 100, args.jobs)
@@ -115,9 +117,13 @@ def main() -> None:
         print(f"baseline, storage up: {[j['status'] for j in baseline].count('succeeded')}/{args.jobs} "
               f"succeeded in {baseline_seconds:.1f} s")  # fmt: skip
 
+        # The worker is paused while the jobs are submitted, so that all of them are in flight at the cut.
+        worker = stack.workers[0]
+        worker.send_signal(signal.SIGSTOP)
         ids = run_jobs(stack, 200, args.jobs)
         proxy.down()
         cut = time.monotonic()
+        worker.send_signal(signal.SIGCONT)
         pending = sum(job["status"] not in TERMINAL for job in statuses(stack, ids))
         print(f"storage cut with {pending}/{args.jobs} jobs pending; restored after {args.outage:.0f} s")
         while time.monotonic() - cut < args.outage:
@@ -130,6 +136,9 @@ def main() -> None:
         outcome = {status: [j["status"] for j in jobs].count(status) for status in TERMINAL}
         print(f"at the end of the outage: {sorted(j['status'] for j in during)}")
         print(f"after the outage: {outcome}, attempts {sorted(j['attempts'] for j in jobs)}")
+        errors = sorted((j.get("error") or {}).get("code", "") for j in jobs if j["status"] == "failed")
+        if errors:
+            print(f"failed with: {errors}")
         ratio = last / baseline_seconds
         print(f"the last job succeeded {last:.1f} s after the storage came back "
               f"({ratio:.2f} x the baseline's {baseline_seconds:.1f} s for all {args.jobs})")  # fmt: skip
