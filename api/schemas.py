@@ -323,6 +323,7 @@ ERROR_MEANINGS: dict[int, tuple[str, str, str]] = {
     ),
     414: ("uri_too_long", "the request target is too long", "the request target is longer than 4096 characters"),
     415: ("unsupported_image", "the upload is not an image the service reads", "the upload is not a supported image"),
+    416: ("http_error", "the Range asked for is not in the file", "The server cannot provide the requested range."),
     422: ("invalid_option", "a field or option has an invalid value", "background: unknown colour 'purple'"),
     429: ("rate_limited", "over a rate limit or the key's quota of pending jobs", "rate limit exceeded"),
     503: (

@@ -33,6 +33,10 @@ class FileQuery(BaseModel):
 
 
 # Results have their own types; any other stored object is sent as application/octet-stream.
+PARTIAL = {
+    **DOWNLOAD,
+    "Content-Range": {"description": "the bytes sent, of the whole", "required": True, "schema": {"type": "string"}},
+}
 FILE_MEDIA_TYPES = ["application/octet-stream", *OUTPUT_MEDIA_TYPES.values(), REPORT_MEDIA_TYPE]
 
 
@@ -40,8 +44,9 @@ FILE_MEDIA_TYPES = ["application/octet-stream", *OUTPUT_MEDIA_TYPES.values(), RE
     "/files/<path:key>",
     responses={
         200: binary_response("the file", FILE_MEDIA_TYPES, headers=DOWNLOAD),
+        206: binary_response("the part of the file asked for with Range", FILE_MEDIA_TYPES, headers=PARTIAL),
         304: {"description": "not modified since the copy the client holds (If-None-Match, If-Modified-Since)"},
-        **errors(403, 404, 422, 429),
+        **errors(403, 404, 416, 422, 429),
     },
 )
 def download(path: FilePath, query: FileQuery) -> Response:

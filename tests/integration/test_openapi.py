@@ -248,3 +248,20 @@ def test_replays_and_batches_send_the_documented_headers(stack: Stack) -> None:
     as_bytes = stack.request("GET", archive, headers={"Accept": "application/octet-stream"})
     assert as_bytes.status == 200 and as_bytes.headers["content-type"] == "application/octet-stream"
     assert as_bytes.body.startswith(b"PK")
+
+
+def test_a_result_is_served_whole_or_in_part_as_documented(stack: Stack, document: dict[str, Any]) -> None:
+    created = stack.submit(rgba_photo(4), background="blue")
+    url = stack.wait_for(created.json()["id"])["results"]["composite"]["url"]
+    responses = document["paths"]["/v1/files/{key}"]["get"]["responses"]
+    whole = http("GET", url)
+    assert whole.status == 200 and whole.headers["content-type"] in responses["200"]["content"]
+    part = http("GET", url, headers={"Range": "bytes=0-9"})
+    assert part.status == 206 and part.body == whole.body[:10]
+    assert (
+        part.headers["content-range"] == f"bytes 0-9/{len(whole.body)}"
+        and "Content-Range" in responses["206"]["headers"]
+    )
+    beyond = http("GET", url, headers={"Range": f"bytes={len(whole.body) + 10}-"})
+    assert beyond.status == 416 and "416" in responses
+    response_schema(document, "/v1/files/{key}", "get", 416).validate(beyond.json())
