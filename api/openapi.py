@@ -25,13 +25,13 @@ SECURITY_SCHEMES = {
     "bearer": {
         "type": "http",
         "scheme": "bearer",
-        "description": "an API key (backdrop keys create), sent as Authorization: Bearer <key>",
+        "description": "an API key (`backdrop keys create`), sent as `Authorization: Bearer <key>`",
     },
     "apiKey": {
         "type": "apiKey",
         "in": "header",
         "name": "X-Api-Key",
-        "description": "the same API key, sent as X-Api-Key: <key> instead",
+        "description": "the same API key, sent as `X-Api-Key: <key>` instead",
     },
 }
 
@@ -62,8 +62,6 @@ class DocumentedOpenAPI(OpenAPI):
 
 def finish_document(document: dict[str, Any]) -> None:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for schema in schemas.values():
-        schema.pop("$defs", None)  # each one is a component of its own, which the references name
     for item in document.get("paths", {}).values():
         for operation in item.values():
             _drop_generated_validation_errors(operation)
@@ -71,11 +69,28 @@ def finish_document(document: dict[str, Any]) -> None:
             for key in ("summary", "description"):
                 if key in operation:
                     operation[key] = plain_text(operation[key])
+    for schema in schemas.values():
+        schema.pop("$defs", None)  # each one is a component of its own, which the references name
+        _plain_descriptions(schema)
+    _plain_descriptions(document["components"].get("securitySchemes", {}))
 
 
 def plain_text(text: str) -> str:
     """A docstring as CommonMark: its lines joined, its reStructuredText literals as code spans."""
     return " ".join(text.replace("<br/>", " ").replace("``", "`").split())
+
+
+def _plain_descriptions(schema: Any) -> None:
+    """Every description in a model's schema (docstrings included) as plain CommonMark."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "description" and isinstance(value, str):
+                schema[key] = plain_text(value)
+            else:
+                _plain_descriptions(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _plain_descriptions(item)
 
 
 def _drop_generated_validation_errors(operation: dict[str, Any]) -> None:

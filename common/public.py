@@ -120,7 +120,8 @@ class JobModel(BaseModel):
     input: InputModel
     options: JobOptions
     results: dict[str, ResultModel] | None = Field(
-        description="when succeeded: composite, cutout, matte; ID photos: id_photo.<spec>, report.<spec>, sheet.<spec>"
+        description="when succeeded: composite, cutout, matte; "
+        "ID photos: `id_photo.<spec>`, `report.<spec>`, `sheet.<spec>`"
     )
     id_photos: list[IdPhotoSummary] | None = Field(
         default=None, description="ID-photo jobs, when succeeded: each spec's outcome (the full report is a result)"
