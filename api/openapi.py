@@ -6,6 +6,7 @@ module adds what flask-openapi3 cannot take from them, so that the served docume
   that does not declare its own);
 - descriptions as plain CommonMark: flask-openapi3 joins a docstring's lines with ``<br/>``, and
   docstrings write literals in reStructuredText;
+- the ``X-Request-Id`` header every operation takes (a hook of the application reads it, not a route);
 - the operations of one path from two blueprints (``GET`` and ``PUT /v1/files/{key}``): flask-openapi3
   keeps only the last blueprint's.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from flask_openapi3 import APIBlueprint, OpenAPI, Server
 
 from api.schemas import JSON_BODIES
+from common.logging_setup import MAX_REQUEST_ID_LENGTH
 from common.settings import Settings
 
 REF_PREFIX = "#/components/schemas/"
@@ -40,6 +42,15 @@ def servers(settings: Settings) -> list[Server]:
     """Where clients reach this deployment: its public base URL."""
     return [Server(url=settings.public_base_url.rstrip("/"), description="this deployment")]
 
+
+REQUEST_ID_PARAMETER = {
+    "name": "X-Request-Id",
+    "in": "header",
+    "required": False,
+    "description": "your own id for the request, sent back in `X-Request-Id` and written in the logs: a token of "
+    "letters, digits and `._:/+=-` (another value is replaced by a new id)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID_LENGTH},
+}
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -65,6 +76,7 @@ def finish_document(document: dict[str, Any]) -> None:
     for item in document.get("paths", {}).values():
         for operation in item.values():
             _drop_generated_validation_errors(operation)
+            operation.setdefault("parameters", []).append(REQUEST_ID_PARAMETER)
             _add_json_body(operation, schemas)
             for key in ("summary", "description"):
                 if key in operation:

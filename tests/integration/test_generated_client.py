@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -136,3 +137,28 @@ def test_the_generated_client_reports_errors_as_the_error_model(
         missing = get_job.sync(job_id="0" * 32, client=client)
     assert isinstance(missing, models.ErrorBody)
     assert missing.error.code == models.ErrorDetailCode.NOT_FOUND
+
+
+def test_the_generated_client_runs_a_batch_and_downloads_its_zip(
+    stack_with_worker: Stack, generated: tuple[ModuleType, str]
+) -> None:
+    create_batch, get_batch, batch_zip, models, types = map(
+        part, ("api.batches.create_batch", "api.batches.get_batch", "api.batches.batch_zip", "models", "types")
+    )
+    photos = [
+        types.File(payload=io.BytesIO(PORTRAIT.read_bytes()), file_name=f"{name}.jpg", mime_type="image/jpeg")
+        for name in ("a", "b")
+    ]
+    with client_of(stack_with_worker, generated) as client:
+        batch = create_batch.sync(client=client, body=models.BatchForm(images=photos, background="white"))
+        assert isinstance(batch, models.BatchModel) and batch.total == 2, batch
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while batch.status == models.BatchModelStatus.PENDING:
+            assert time.monotonic() < deadline, f"batch {batch.id} still pending after {JOB_TIMEOUT} s"
+            time.sleep(0.2)
+            batch = get_batch.sync(batch.id, client=client)
+        assert batch.counts.succeeded == 2, batch.counts
+        archive = batch_zip.sync(batch.id, client=client)
+    assert isinstance(archive, types.File)
+    with zipfile.ZipFile(archive.payload) as opened:
+        assert [name.split("-", 1)[1] for name in opened.namelist()] == [f"{job.id}.jpg" for job in batch.jobs]
