@@ -110,8 +110,7 @@ def _form_config(
 
 
 def _form_model(name: str, doc: str, surface: Surface, config: ConfigDict, **inputs: Any) -> type[BaseModel]:
-    model = create_model(name, __config__=config, __doc__=doc, **inputs, **_option_fields(surface))
-    return model
+    return create_model(name, __config__=config, __doc__=doc, **inputs, **_option_fields(surface))
 
 
 PHOTO_HELP = "the photo (JPEG, PNG, WebP, BMP, TIFF, GIF); send this or image_url"
