@@ -21,7 +21,7 @@ from tests.integration.test_service import rgba_photo
 
 SLOW_CONNECTIONS = 64
 SLOW_HEADER = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: one-byte-at-a-time\r\n"
-DRIP_PAUSE = 0.25  # between two bytes of each slow connection
+DRIP_PAUSE = 0.5  # between two bytes of each slow connection: the header takes 37 s, never finished
 GUARD = 60  # seconds: a failure guard, never a measure
 
 
@@ -95,7 +95,8 @@ def slow_stack(stack_factory: Callable[..., Stack]) -> Stack:
     """S3 storage and a worker, so that a job goes through boto3, Redis and Celery in a gevent worker."""
     stack = stack_factory("s3")
     stack.start_worker(concurrency=2)
-    stack.start_api()
+    # A header deadline past the test's length: the slow connections must be held, not dropped.
+    stack.start_api(BACKDROP_API_HEADER_TIMEOUT_SECONDS="120")
     return stack
 
 
@@ -123,7 +124,8 @@ def test_the_api_answers_while_64_connections_send_their_headers_a_byte_at_a_tim
     slow_stack: Stack, slow_clients: Callable[[int], SlowClients]
 ) -> None:
     clients = slow_clients(SLOW_CONNECTIONS)
-    while clients.sent < 2:  # every connection has begun its header
+    deadline = time.monotonic() + GUARD
+    while clients.sent < 2 and time.monotonic() < deadline:  # every connection has begun its header
         time.sleep(0.05)
     health = http("GET", f"{slow_stack.api_url}/healthz")
     created = slow_stack.submit(rgba_photo(3))
