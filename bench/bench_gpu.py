@@ -93,7 +93,9 @@ def network_cases(engines: dict[str, object], plan: Plan, device: torch.device) 
     for label, engine in engines.items():
         forwards = {label: engine.forward}
         if device.type == "cuda":
-            forwards[f"{label} + CUDA graphs"] = GraphedForward(engine, [plan.network_size], max(plan.batch_sizes))
+            graphed = GraphedForward(engine, [plan.network_size], max(plan.batch_sizes))
+            graphed.capture_all()
+            forwards[f"{label} + CUDA graphs"] = graphed
         for name, forward in forwards.items():
             for batch in plan.batch_sizes:
                 x = torch.randn(batch, 3, height, width, device=device)

@@ -1,12 +1,14 @@
-"""MODNet replayed from CUDA graphs: one graph per (batch size, network input shape), captured the first
-time that shape runs, for the shape buckets only.
+"""MODNet replayed from CUDA graphs: one graph per (batch size, network input shape) of the shape buckets,
+all captured at worker start.
 
 A graph replays a whole forward pass as one launch, which removes the per-kernel launch cost that
 dominates small batches on a fast GPU. It needs fixed shapes, so a batch is padded up to the next
 captured batch size (powers of two up to the largest batch) and only the shape buckets of
 ``common/sizing.py`` are captured (a bounded set; photos outside every bucket run eagerly). Chosen over
 ``torch.compile(mode="reduce-overhead")``: the same graphs without a compiler's minutes of start-up per
-shape. CUDA only; elsewhere every pass runs eagerly.
+shape. They are captured before the worker takes jobs, because a capture must not meet other threads'
+work on the GPU (the jobs' post-processing); later passes only replay them. CUDA only; elsewhere every
+pass runs eagerly.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from worker.engines.torch_engine import TorchEngine
 log = logging.getLogger(__name__)
 
 WARM_UP_PASSES = 3  # on a side stream before capture, so lazy initialisation stays out of the graph
-MAX_GRAPHS = 64  # a bound on the memory graphs hold, whatever shapes arrive
+MAX_GRAPHS = 64  # a bound on the graphs (and the memory they hold) whatever the settings
 
 
 def graph_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -59,22 +61,31 @@ class GraphedForward:
         self._lock = threading.Lock()
 
     def graph_key(self, x: torch.Tensor) -> tuple[int, int, int] | None:
-        """(padded batch, H, W) of the graph that runs ``x``, or None when ``x`` runs eagerly."""
-        if not self.enabled or tuple(x.shape[-2:]) not in self.shapes:
-            return None
+        """(padded batch, H, W) of the captured graph that runs ``x``, or None when ``x`` runs eagerly."""
         batch = padded_batch(x.shape[0], self.batch_sizes)
-        if batch is None:
-            return None
-        key = (batch, int(x.shape[-2]), int(x.shape[-1]))
-        return key if key in self._graphs or len(self._graphs) < MAX_GRAPHS else None
+        key = None if batch is None else (batch, int(x.shape[-2]), int(x.shape[-1]))
+        return key if key in self._graphs else None
+
+    def capture_all(self) -> int:
+        """Capture every (batch size, bucket shape) graph, up to MAX_GRAPHS; the number captured. To be
+        called before any other work uses the GPU (worker start)."""
+        if not self.enabled:
+            return 0
+        for height, width in sorted(self.shapes):
+            for batch in self.batch_sizes:
+                if len(self._graphs) >= MAX_GRAPHS:
+                    log.warning("CUDA graphs: %d captured, the rest of the shapes run eagerly", MAX_GRAPHS)
+                    return len(self._graphs)
+                self._capture((batch, height, width))
+        return len(self._graphs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalized float32 on the device -> (B, 1, H, W) float32 matte."""
         key = self.graph_key(x)
         if key is None:
             return self.engine.forward(x)
-        with self._lock:
-            graph = self._graphs.get(key) or self._capture(key)
+        with self._lock, torch.inference_mode():
+            graph = self._graphs[key]
             count = x.shape[0]
             graph.inputs[:count].copy_(x)
             graph.inputs[count:].zero_()
@@ -97,5 +108,5 @@ class GraphedForward:
             outputs = model(inputs)
         captured = _Graph(graph, inputs, outputs)
         self._graphs[key] = captured
-        log.info("captured a CUDA graph of MODNet for %d x %dx%d (%s)", batch, height, width, dtype)
+        log.debug("captured a CUDA graph of MODNet for %d x %dx%d (%s)", batch, height, width, dtype)
         return captured

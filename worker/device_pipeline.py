@@ -64,7 +64,9 @@ class DevicePipeline:
         if not settings.gpu_pipeline or not isinstance(engine, TorchEngine) or engine.torch_device.type != "cuda":
             return None
         pipeline = cls(engine, settings)
-        graphs = "CUDA graphs for the shape buckets" if isinstance(pipeline.forward, GraphedForward) else "eager"
+        graphs = "eager"
+        if isinstance(pipeline.forward, GraphedForward):
+            graphs = f"{pipeline.forward.capture_all()} CUDA graphs for the shape buckets, other shapes eager"
         log.info(
             "GPU pipeline on %s: %s, JPEG codec %s, MODNet %s",
             pipeline.device,

@@ -232,6 +232,7 @@ def test_graph_batch_sizes_and_padding() -> None:
 
 def test_off_cuda_every_pass_is_the_engines_own(engine: TorchEngine) -> None:
     graphed = GraphedForward(engine, [(32, 32)], 4)
+    assert graphed.capture_all() == 0
     x = torch.randn(1, 3, 32, 32)
     assert graphed.graph_key(x) is None
     torch.testing.assert_close(graphed(x), engine.forward(x), rtol=0, atol=0)
