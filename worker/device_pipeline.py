@@ -110,8 +110,26 @@ class DevicePipeline:
         *,
         timer: StageTimer = untimed,
     ) -> RenderedOutputs:
-        """The outputs of one photo from its network matte (``common.pipeline.finish``)."""
-        return self.finish_batch([photo], [small_matte], options, background, timer=timer)[0]
+        """The outputs of one photo from its network matte (``common.pipeline.finish``). A photo whose
+        post-processing does not fit in the device's free memory (a large one among many jobs in
+        flight) is finished by the same code on the CPU instead of failing its job."""
+        try:
+            return self.finish_batch([photo], [small_matte], options, background, timer=timer)[0]
+        except torch.OutOfMemoryError:
+            log.warning(
+                "%s out of memory for a %dx%d photo's post-processing; finishing it on the CPU",
+                self.device,
+                photo.image.width,
+                photo.image.height,
+            )
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        image = photo.image
+        alpha = None if image.alpha is None else image.alpha.cpu()
+        on_host = DevicePhoto(
+            DeviceImage(image.rgb.cpu(), alpha, image.dpi, image.source_format), photo.network_input.cpu()
+        )
+        return self.finish_batch([on_host], [small_matte.cpu()], options, background, timer=timer)[0]
 
     def finish_batch(
         self,

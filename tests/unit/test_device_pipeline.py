@@ -17,6 +17,7 @@ from common.imaging import decode_image
 from common.options import JobOptions, OutputKind
 from common.pipeline import PreparedPhoto, RenderedOutputs, finish, prepare, replace_photo
 from common.settings import Settings
+from worker import device_pipeline
 from worker.cuda_graphs import GraphedForward, graph_batch_sizes, padded_batch
 from worker.device_images import DeviceCodec, plain_jpeg_dpi, torchvision_io, with_jfif_density
 from worker.device_pipeline import DevicePipeline
@@ -126,6 +127,28 @@ def test_a_batch_of_photos_finishes_as_each_alone(engine: TorchEngine, settings:
         alone = pipeline.finish(one, mattes[index], options)
         composite = OutputKind.COMPOSITE
         assert levels_apart(pixels(together[index][composite].data), pixels(alone[composite].data)) <= 1
+
+
+def test_a_photo_that_runs_out_of_device_memory_is_finished_on_the_cpu(
+    engine: TorchEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = DevicePipeline(engine, settings)
+    one = pipeline.prepare(jpeg(photo(96, 64, seed=4)))
+    (matte,) = pipeline.predict([one.network_input])
+    options = JobOptions(background="blue", format="png")
+    expected = pipeline.finish(one, matte, options)[OutputKind.COMPOSITE].data
+    real = device_pipeline.estimate_foreground
+    calls: list[torch.device] = []
+
+    def out_of_memory_once(image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        calls.append(image.device)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real(image, alpha)
+
+    monkeypatch.setattr(device_pipeline, "estimate_foreground", out_of_memory_once)
+    assert pipeline.finish(one, matte, options)[OutputKind.COMPOSITE].data == expected
+    assert calls == [CPU, CPU]
 
 
 def test_the_worker_takes_the_device_pipeline_only_on_a_cuda_torch_engine(engine: TorchEngine) -> None:
