@@ -39,10 +39,10 @@ _HEX = re.compile(r"#([0-9a-f]{3}|[0-9a-f]{6})")
 BLUR_SIGMA_FRACTION = 0.02
 MIN_BLUR_SIGMA = 3.0
 # Large sigmas are applied on a shrunken copy (the result is smooth anyway): sigma there is >= this.
-_SMALL_SIGMA = 4.0
+SMALL_SIGMA = 4.0
 # Below this share of background weight in the neighbourhood, the normalised blur is unreliable and
 # fades into a plain blur of the original (only happens deep inside the person, where alpha hides it).
-_MIN_WEIGHT = 1e-3
+MIN_WEIGHT = 1e-3
 
 
 class BackgroundKind(StrEnum):
@@ -250,7 +250,7 @@ def blurred_background_rows(original: np.ndarray, alpha: np.ndarray, size: tuple
     if alpha.shape != (height, width):
         raise ValueError(f"alpha shape {alpha.shape} does not match size {size}")
     sigma = blur_sigma(width, height)
-    factor = max(1, math.floor(sigma / _SMALL_SIGMA))
+    factor = max(1, math.floor(sigma / SMALL_SIGMA))
     sw, sh = (max(1, round(width / factor)), max(1, round(height / factor))) if factor > 1 else (width, height)
     down = _area_weights(height, sh) if factor > 1 else None
     weighted = np.zeros((sh, sw, 3), np.float32)
@@ -273,7 +273,7 @@ def blurred_background_rows(original: np.ndarray, alpha: np.ndarray, size: tuple
     weighted, weight, plain = (cv2.GaussianBlur(x, (0, 0), sigma / factor) for x in (weighted, weight, img))
     weight = weight[:, :, None]
     normalised = weighted / (weight + np.float32(1e-6))
-    trust = np.clip(weight / np.float32(_MIN_WEIGHT), 0.0, 1.0)
+    trust = np.clip(weight / np.float32(MIN_WEIGHT), 0.0, 1.0)
     small = plain + trust * (normalised - plain)
     np.clip(small, 0.0, 1.0, out=small)
     if factor == 1:

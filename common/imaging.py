@@ -119,7 +119,7 @@ def _apply_pillow_limit() -> None:
 # --- opening and header checks --------------------------------------------------------------
 
 
-def _orientation(im: Image.Image) -> int:
+def exif_orientation(im: Image.Image) -> int:
     """EXIF orientation from the header metadata (1 when absent or unreadable).
 
     The base ``Image.getexif`` is called on purpose: PNG's override loads the whole image to
@@ -196,7 +196,7 @@ def _open_checked(fp: BinaryIO, *, max_pixels: int, min_side: int) -> Iterator[t
         if fmt not in ACCEPTED_FORMATS:
             raise UnsupportedImage(f"image format {fmt or 'unknown'} is not accepted")
         width, height = im.size
-        orientation = _orientation(im)
+        orientation = exif_orientation(im)
         if orientation in _SWAPPING_ORIENTATIONS:
             width, height = height, width
         _check_size(width, height, max_pixels=max_pixels, min_side=min_side)
@@ -262,7 +262,7 @@ def decode_image(source: bytes | str | os.PathLike[str] | BinaryIO, *, max_pixel
             raise
         except Exception as exc:
             raise CorruptImage(f"the image cannot be converted to RGB: {exc}") from exc
-        dpi = _read_dpi(im)
+        dpi = read_dpi(im)
     rgb = _orient(rgb, orientation)
     if alpha is not None:
         alpha = _orient(alpha, orientation)
@@ -293,7 +293,7 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _read_dpi(im: Image.Image) -> tuple[float, float] | None:
+def read_dpi(im: Image.Image) -> tuple[float, float] | None:
     """The resolution stored in the file, or None when absent or meaningless.
 
     Values within 0.02 of a whole number are snapped to it: PNG stores pixels per metre, so

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.imaging import DecodedImage, _orientation, _read_dpi, encode_image, probe_image
+from common.imaging import DecodedImage, encode_image, exif_orientation, probe_image, read_dpi
 from common.pipeline import decode
 from common.settings import Settings
 
@@ -76,8 +76,10 @@ def plain_jpeg_dpi(data: bytes) -> tuple[bool, tuple[float, float] | None]:
     """Whether ``data`` is a JPEG that a plain decoder renders as the host path does (colour, no ICC
     profile, upright), and the resolution it states. Reads the header only."""
     with Image.open(io.BytesIO(data)) as im:
-        plain = im.format == "JPEG" and im.mode == "RGB" and not im.info.get("icc_profile") and _orientation(im) == 1
-        return plain, _read_dpi(im)
+        plain = (
+            im.format == "JPEG" and im.mode == "RGB" and not im.info.get("icc_profile") and exif_orientation(im) == 1
+        )
+        return plain, read_dpi(im)
 
 
 def with_jfif_density(jpeg: bytes, dpi: tuple[float, float] | None) -> bytes:

@@ -1,4 +1,4 @@
-"""``Prefer: wait`` holds a request thread, so held requests are capped per process and per key; past a cap
+"""Held ``Prefer: wait`` requests are capped per process and per key (each polls Redis while held); past a cap
 the preference is ignored (RFC 7240): a 202 at once, with no Preference-Applied header."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from common.backgrounds import _MIN_WEIGHT, _SMALL_SIGMA, BackgroundKind, BackgroundSpec, blur_sigma
+from common.backgrounds import MIN_WEIGHT, SMALL_SIGMA, BackgroundKind, BackgroundSpec, blur_sigma
 from common.errors import InvalidOption
 from worker.torch_postprocess.compositing import to_unit
 from worker.torch_postprocess.filters import gaussian_blur
@@ -22,7 +22,7 @@ def blurred_background(image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor
     weight = (1.0 - alpha).clamp(0.0, 1.0)
     weighted = image * weight
     sigma = blur_sigma(width, height)
-    factor = max(1, math.floor(sigma / _SMALL_SIGMA))
+    factor = max(1, math.floor(sigma / SMALL_SIGMA))
     plain = image
     if factor > 1:
         # Area averaging is linear, so shrinking first keeps the weighted average a weighted average.
@@ -30,7 +30,7 @@ def blurred_background(image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor
         weighted, weight, plain = (resize_area(x, small) for x in (weighted, weight, plain))
     weighted, weight, plain = (gaussian_blur(x, sigma / factor) for x in (weighted, weight, plain))
     normalised = weighted / (weight + 1e-6)
-    trust = (weight / _MIN_WEIGHT).clamp(0.0, 1.0)
+    trust = (weight / MIN_WEIGHT).clamp(0.0, 1.0)
     out = (plain + trust * (normalised - plain)).clamp_(0.0, 1.0)
     return resize_linear(out, (height, width)) if factor > 1 else out
 
