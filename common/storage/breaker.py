@@ -1,6 +1,6 @@
 """A circuit breaker in front of a storage: after a few failures in a row, calls fail at once for a
-while instead of each waiting out a timeout, so a hanging storage cannot hold every request thread of
-the API (and with them its health checks). The breaker is pybreaker's."""
+while instead of each waiting out a timeout, so a hanging storage does not pile up requests in the API
+waiting on it. The breaker is pybreaker's."""
 
 from __future__ import annotations
 

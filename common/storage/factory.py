@@ -10,7 +10,7 @@ from common.storage.s3 import S3Storage
 
 
 def guarded_storage_from_settings(settings: Settings) -> Storage:
-    """The storage behind a circuit breaker, for the API's request threads."""
+    """The storage behind a circuit breaker, for the API's requests."""
     return GuardedStorage(
         storage_from_settings(settings),
         failures=settings.storage_breaker_failures,
