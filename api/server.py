@@ -13,7 +13,19 @@ import socket
 from typing import Any
 
 import gevent
-from gunicorn.http.errors import LimitRequestLine
+from gunicorn.http.errors import (
+    ChunkMissingTerminator,
+    InvalidChunkExtension,
+    InvalidChunkSize,
+    InvalidHeader,
+    InvalidHeaderName,
+    InvalidHTTPVersion,
+    InvalidRequestLine,
+    InvalidRequestMethod,
+    LimitRequestHeaders,
+    LimitRequestLine,
+    ObsoleteFolding,
+)
 from gunicorn.workers.ggevent import GeventWorker
 from werkzeug.exceptions import RequestTimeout
 
@@ -36,7 +48,33 @@ control_socket_disable = True
 # The path without its query string: signed download links must not land in a log.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 
-URI_TOO_LONG = 414
+# gunicorn's own refusals of what it cannot parse, answered in the API's format: (status, reason, message).
+# The message is fixed: gunicorn's own would repeat the client's malformed line or header.
+PARSE_REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, str, str], ...] = (
+    (LimitRequestLine, 414, "URI Too Long", "the request line is too long"),
+    (
+        LimitRequestHeaders,
+        431,
+        "Request Header Fields Too Large",
+        "the request has too many header fields, or one that is too large",
+    ),
+    (
+        (
+            InvalidRequestLine,
+            InvalidRequestMethod,
+            InvalidHTTPVersion,
+            InvalidHeader,
+            InvalidHeaderName,
+            ObsoleteFolding,
+            InvalidChunkSize,
+            InvalidChunkExtension,
+            ChunkMissingTerminator,
+        ),
+        400,
+        "Bad Request",
+        "the request could not be parsed as HTTP/1.1",
+    ),
+)
 
 
 class BodyDeadline:
@@ -119,17 +157,16 @@ class ApiWorker(GeventWorker):
             sock.settimeout(None)
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
-        if not isinstance(exc, LimitRequestLine):
+        """A request gunicorn refuses as malformed or too large gets the API's JSON error; anything
+        else keeps gunicorn's own handling (the application's errors never reach here: Flask answers
+        them)."""
+        refusal = next((refusal for refusal in PARSE_REFUSALS if isinstance(exc, refusal[0])), None)
+        if refusal is None:
             super().handle_error(req, client, addr, exc)
             return
-        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
-        answer = json_error(
-            URI_TOO_LONG,
-            "URI Too Long",
-            HTTP_ERROR_CODES[URI_TOO_LONG],
-            f"the request line is longer than {self.cfg.limit_request_line} bytes",
-        )
+        _, status, reason, message = refusal
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], type(exc).__name__)
         try:
-            client.sendall(answer)
+            client.sendall(json_error(status, reason, HTTP_ERROR_CODES[status], message))
         except OSError:
-            self.log.debug("the 414 answer could not be sent")
+            self.log.debug("the %d answer could not be sent", status)

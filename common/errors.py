@@ -301,6 +301,7 @@ HTTP_ERROR_CODES: dict[int, str] = {
     414: "uri_too_long",
     415: "unsupported_media_type",
     429: "rate_limited",
+    431: "request_header_fields_too_large",
 }
 OTHER_HTTP_ERROR_CODE = "http_error"
 

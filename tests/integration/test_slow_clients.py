@@ -1,7 +1,7 @@
 """Clients that send slowly, or stall, cannot take the API down: gunicorn runs gevent workers, so a slow
 connection or a ``Prefer: wait`` holds a greenlet and not a thread, a header must arrive within
 BACKDROP_API_HEADER_TIMEOUT_SECONDS, a body must not pause longer than BACKDROP_API_BODY_TIMEOUT_SECONDS,
-and gunicorn's own 414 is in the API's JSON format."""
+and gunicorn's own refusals (414, 431, 400) are in the API's JSON format."""
 
 from __future__ import annotations
 
@@ -202,3 +202,33 @@ def test_a_request_line_past_gunicorns_limit_is_a_json_414(strict_stack: Stack) 
     assert answer.status == 414
     assert answer.headers["content-type"] == "application/json"
     assert answer.json()["error"]["code"] == "uri_too_long"
+
+
+def raw_answer(stack: Stack, request: bytes) -> tuple[int, dict[str, str], dict]:
+    """Send bytes as they are (no client library would send these) and parse the one answer."""
+    with connect(stack) as sock:
+        sock.sendall(request)
+        head, _, body = read_until_closed(sock).partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431,
+         "request_header_fields_too_large"),
+        (b"GET /healthz HTTP/9.9\r\nHost: localhost\r\n\r\n", 400, "bad_request"),
+        (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nBad Header Name: x\r\n\r\n", 400, "bad_request"),
+    ],
+    ids=["header-too-large", "bad-version", "bad-header-name"],
+)  # fmt: skip
+def test_requests_gunicorn_cannot_parse_get_json_errors_that_do_not_repeat_them(
+    strict_stack: Stack, request_bytes: bytes, status: int, code: str
+) -> None:
+    answer_status, headers, body = raw_answer(strict_stack, request_bytes)
+    assert answer_status == status
+    assert headers["content-type"] == "application/json"
+    assert body["error"]["code"] == code
+    assert "aaaa" not in body["error"]["message"] and "Bad Header" not in body["error"]["message"]
