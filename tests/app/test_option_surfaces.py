@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from common.options import JobOptions, Surface
 from tests.app.conftest import png
@@ -67,16 +68,21 @@ def test_the_openapi_document_declares_each_surfaces_options(client: FlaskClient
         assert declared.get("description") == JobOptions.model_fields[name].description
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_the_job_form_accepts_every_job_option(app: Flask, client: FlaskClient, auth: dict, kind: str) -> None:
-    sample = KINDS[kind]
-    fields = {name: _form_text(value) for name, value in sample.items() if name in JobOptions.names(Surface.JOB)}
-    response = client.post(
+def post_job(client: FlaskClient, auth: dict, fields: dict[str, str]) -> TestResponse:
+    """``POST /v1/jobs`` with these form fields and a small PNG."""
+    return client.post(
         "/v1/jobs",
         data={**fields, "image": (io.BytesIO(png()), "p.png")},
         headers=auth,
         content_type="multipart/form-data",
     )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_job_form_accepts_every_job_option(app: Flask, client: FlaskClient, auth: dict, kind: str) -> None:
+    sample = KINDS[kind]
+    fields = {name: _form_text(value) for name, value in sample.items() if name in JobOptions.names(Surface.JOB)}
+    response = post_job(client, auth, fields)
     assert response.status_code == 202, response.json
     stored = app.extensions["backdrop"].jobs.get(response.json["id"]).options.model_dump(mode="json")
     assert {name: stored[name] for name in sample} == sample
@@ -121,12 +127,7 @@ def test_form_text_that_looks_like_a_number_stays_text(
 ) -> None:
     # The form parser reads each part as JSON first: "0.75" must still reach a text option as text.
     fields = {"id_spec": "custom", "custom_size": "600x800px", name: text}
-    response = client.post(
-        "/v1/jobs",
-        data={**fields, "image": (io.BytesIO(png()), "p.png")},
-        headers=auth,
-        content_type="multipart/form-data",
-    )
+    response = post_job(client, auth, fields)
     assert response.status_code == 202, response.json
     stored = app.extensions["backdrop"].jobs.get(response.json["id"]).options
     assert getattr(stored, name) == text
