@@ -66,7 +66,7 @@ def test_a_large_multipart_batch_leaves_the_api_memory_flat(api: Stack) -> None:
 
 def test_a_20_mib_json_body_is_refused_short(api: Stack) -> None:
     pid = _api_worker_pid(api)
-    urls = [f"https://example.invalid/{index:08d}.jpg" for index in range(20 * 2**20 // 40)]
+    urls = [f"http://127.0.0.1:9/photo/{index:08d}.jpg" for index in range(20 * 2**20 // 40)]
     body = json.dumps({"image_urls": urls}).encode()
     assert len(body) >= 20 * 2**20
     reset_peak(pid)
