@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from common.options import JobOptions, Surface
 from common.public import BatchModel, ErrorBody, ErrorDetail, JobModel
+from common.workers import WorkerState
 
 __all__ = [
     "BatchForm",
@@ -225,6 +226,12 @@ class ReadyModel(BaseModel):
     status: Literal["ready", "not ready"]
     checks: dict[str, Literal["ok", "unreachable", "full"]] = Field(
         description="each dependency: redis, storage", examples=[{"redis": "ok", "storage": "ok"}]
+    )
+    workers: list[WorkerState] = Field(
+        description=(
+            "the workers alive now, each with its engine, precision and self-check figures; informative "
+            "only: jobs are accepted, and queued, without any (empty when Redis is unreachable)"
+        )
     )
 
 

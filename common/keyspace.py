@@ -24,6 +24,7 @@ BATCH_COMPLETED = PREFIX + "batch:{batch_id}:completed"  # string: set once, by 
 API_KEY = PREFIX + "apikey:{key_id}"  # hash: one API key (its secret only hashed)
 API_KEY_INDEX = PREFIX + "apikeys"  # set: every key id
 WORKER = PREFIX + "worker:{name}"  # hash: a worker that has its model loaded, and its counters
+WORKERS_SEEN = PREFIX + "workers-seen"  # sorted set: loaded workers' names, by when each last said it was alive
 WAITING = PREFIX + "waiting:{owner}"  # sorted set: an owner's requests held by 'Prefer: wait', by deadline
 RATE_LIMIT_PREFIX = PREFIX + "ratelimit"  # Flask-Limiter's own keys start with this
 

@@ -50,6 +50,7 @@ class EngineChoice:
         if self.precision_check is not None:
             fields["precision_check_mean"] = f"{self.precision_check.mean:.3e}"
             fields["precision_check_p99"] = f"{self.precision_check.p99:.3e}"
+            fields["precision_check_bound"] = f"{self.precision_check.bound:.3e}"
             fields["precision_check_passed"] = str(self.precision_check.passed).lower()
         return {**fields, **self.details}
 
