@@ -27,7 +27,8 @@ from common.pipeline import (
 )
 from common.storage import result_key
 from worker.batcher import BatchResult
-from worker.metrics import timed
+from worker.device_finishing import FinishingWork
+from worker.metrics import JOB_STAGE, timed
 from worker.service import WorkerService
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,18 @@ def _render_admitted(
     if not options.is_id_photo:
         background = job_background(job, background_data, service)
         pipeline, device_batcher = service.device_pipeline, service.device_batcher
-        if pipeline is not None and device_batcher is not None:  # a CUDA worker: on the GPU throughout
+        finishing = service.finishing_batcher
+        if pipeline is not None and device_batcher is not None and finishing is not None:
+            # A CUDA worker: on the GPU throughout, the forward pass and the finishing batched across jobs.
             with timed("decode"):
                 photo = pipeline.prepare(source)
             with timed("network"):
                 on_device = device_batcher.submit(photo.network_input).result()
-            outputs = pipeline.finish(photo, on_device.output, options, background, timer=timed)
-            return result_files(outputs), None, on_device
+            finished = finishing.submit(FinishingWork(photo, on_device.output, options, background)).result().output
+            # Each job observes the stages of the call that finished it (its batch's, when batched).
+            for stage, seconds in finished.stages.items():
+                JOB_STAGE.labels(stage).observe(seconds)
+            return result_files(finished.result()), None, on_device
         with timed("decode"):
             prepared = prepare(source, settings)
         with timed("network"):

@@ -1,4 +1,4 @@
-"""What a worker process keeps resident: settings, stores, storage, MODNet and its batcher."""
+"""What a worker process keeps resident: settings, stores, storage, MODNet and its batchers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -23,11 +24,13 @@ from common.keyspace import redis_from_settings
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.batcher import Batcher
+from worker.device_finishing import FinishedPhoto, FinishingWork, finish_together, finishing_key
 from worker.device_pipeline import DevicePipeline
 from worker.faces import FaceDetector
 from worker.memory_budget import MemoryBudget
 from worker.metrics import observe_forward
 from worker.notifications import JobEvents
+from worker.presence import PresenceLoop
 from worker.reconciler import Reconciler, ReconcilerLoop
 from worker.retention import RetentionLoop
 from worker.runtime import ModelRunner
@@ -62,6 +65,7 @@ class WorkerService:
         self._faces: FaceDetector | None = None
         self._faces_lock = threading.Lock()
         self.name = f"{socket.gethostname()}:{threading.get_native_id()}"
+        self.presence = PresenceLoop(client, self.name, settings.job_ttl_seconds)
         # Jobs start only while their estimated peaks fit in it (worker/memory_budget.py).
         self.memory = MemoryBudget(settings.worker_memory_budget_mb * 2**20)
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
@@ -74,6 +78,8 @@ class WorkerService:
         # On a CUDA torch engine a photo stays on the GPU from decode to encode, batched there as tensors.
         self.device_pipeline = DevicePipeline.for_runner(runner, settings)
         self.device_batcher: Batcher[torch.Tensor, torch.Tensor] | None = None
+        # ...and its post-processing and encoding are batched too: same size, options and background.
+        self.finishing_batcher: Batcher[FinishingWork, FinishedPhoto] | None = None
         if self.device_pipeline is not None:
             self.device_batcher = Batcher(
                 self._forward_on_device,
@@ -82,6 +88,13 @@ class WorkerService:
                 max_delay_ms=settings.max_delay_ms,
                 name="modnet-device-batcher",
             )
+            self.finishing_batcher = Batcher(
+                partial(finish_together, self.device_pipeline),
+                key=finishing_key,
+                max_batch_size=settings.max_batch_size,
+                max_delay_ms=settings.max_delay_ms,
+                name="device-finishing-batcher",
+            )
 
     @classmethod
     def start(cls, settings: Settings, celery: Celery | None = None) -> WorkerService:
@@ -89,6 +102,7 @@ class WorkerService:
         runner.warm_up(settings.inference_ref_size, settings.inference_ref_size)
         service = cls(settings, runner, storage_from_settings(settings), redis_from_settings(settings), celery)
         service.announce()
+        service.presence.start()
         service.retention.start()
         if celery is not None:
             reconciler = Reconciler(service.redis, service.jobs, service.events, celery, settings)
@@ -141,11 +155,14 @@ class WorkerService:
         self.redis.expire(key, self.settings.job_ttl_seconds)
 
     def close(self) -> None:
+        self.presence.stop()
         self.retention.stop()
         if self.reconciler is not None:
             self.reconciler.stop()
         self.batcher.close(timeout=60)
         if self.device_batcher is not None:
             self.device_batcher.close(timeout=60)
+        if self.finishing_batcher is not None:
+            self.finishing_batcher.close(timeout=60)
         self.redis.delete(keyspace.WORKER.format(name=self.name))
         self.redis.close()

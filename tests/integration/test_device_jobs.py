@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
+import torch
 from PIL import Image
 
 from common import keyspace
@@ -84,3 +86,129 @@ def test_a_job_runs_through_the_device_pipeline(
     expected = replace_photo(data, options, runner.predict, settings).outputs.items
     cpu = np.asarray(Image.open(io.BytesIO(next(iter(expected.values())).data)))
     assert int(np.abs(composite.astype(int) - cpu.astype(int)).max()) <= 2
+
+
+# --- finishing batched across jobs ----------------------------------------------------------------
+
+
+@pytest.fixture
+def batching_service(
+    redis_url: str, runner: ModelRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[WorkerService]:
+    """Two jobs fill a batch at once; the long delay only matters to a group that never fills."""
+    monkeypatch.setattr(DevicePipeline, "for_runner", classmethod(lambda cls, r, s: cls(r.engine, s)))
+    settings = Settings(
+        redis_url=redis_url, data_dir=tmp_path, inference_ref_size=64, max_batch_size=2, max_delay_ms=300
+    )
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
+    svc = WorkerService(settings, runner, storage, client)
+    yield svc
+    svc.close()
+
+
+def sized_jpeg(height: int, width: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (4, 3, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def run_concurrently(service: WorkerService, jobs: list[tuple[bytes, JobOptions]]) -> list[str]:
+    ids = []
+    for data, options in jobs:
+        job_id = new_job_id()
+        service.storage.put(input_key(job_id), data, "application/octet-stream")
+        info = InputInfo(bytes=len(data), format="JPEG", width=64, height=96)
+        service.jobs.create(job_id, input_key(job_id), info, options, owner="t")
+        ids.append(job_id)
+    with ThreadPoolExecutor(len(ids)) as pool:
+        outcomes = list(pool.map(lambda job_id: process_job(service, job_id), ids))
+    assert [outcome.status for outcome in outcomes] == [JobStatus.SUCCEEDED] * len(ids)
+    return ids
+
+
+def record_batches(service: WorkerService, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list, list]]:
+    pipeline = service.device_pipeline
+    assert pipeline is not None
+    real = pipeline.finish_batch
+    calls: list[tuple[list, list]] = []
+
+    def recorded(photos, mattes, options, background=None, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((list(photos), list(mattes)))
+        return real(photos, mattes, options, background, **kwargs)
+
+    monkeypatch.setattr(pipeline, "finish_batch", recorded)
+    return calls
+
+
+def stored_composite(service: WorkerService, job_id: str) -> np.ndarray:
+    job = service.jobs.get(job_id)
+    assert job is not None
+    return np.asarray(Image.open(io.BytesIO(service.storage.get(job.results["composite"].key))))
+
+
+def test_concurrent_same_size_jobs_finish_in_one_batch_as_each_alone(
+    batching_service: WorkerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = batching_service
+    assert service.finishing_batcher is not None and service.device_pipeline is not None
+    calls = record_batches(service, monkeypatch)
+    options = JobOptions(background="red", format="png")
+    ids = run_concurrently(service, [(sized_jpeg(96, 64, seed), options) for seed in (1, 2)])
+
+    assert service.finishing_batcher.batches_run == 1
+    assert [len(photos) for photos, _ in calls] == [2]
+    photos, mattes = calls[0]
+    alone = [
+        service.device_pipeline.finish(photo, matte, options, options.background_spec())
+        for photo, matte in zip(photos, mattes, strict=True)
+    ]
+    together = sorted(stored_composite(service, job_id).tobytes() for job_id in ids)
+    expected = sorted(np.asarray(Image.open(io.BytesIO(one["composite"].data))).tobytes() for one in alone)
+    for got, want in zip(together, expected, strict=True):
+        assert int(np.abs(np.frombuffer(got, np.uint8).astype(int) - np.frombuffer(want, np.uint8)).max()) <= 1
+
+
+@pytest.mark.parametrize(
+    "second",
+    [(96, 64, JobOptions(background="blue", format="png")), (128, 96, JobOptions(background="red", format="png"))],
+    ids=["other options", "other size"],
+)
+def test_jobs_of_other_sizes_or_options_finish_apart(
+    batching_service: WorkerService, monkeypatch: pytest.MonkeyPatch, second: tuple[int, int, JobOptions]
+) -> None:
+    service = batching_service
+    assert service.finishing_batcher is not None
+    calls = record_batches(service, monkeypatch)
+    height, width, options = second
+    run_concurrently(
+        service,
+        [(sized_jpeg(96, 64, 1), JobOptions(background="red", format="png")), (sized_jpeg(height, width, 2), options)],
+    )
+    assert service.finishing_batcher.batches_run == 2
+    assert [len(photos) for photos, _ in calls] == [1, 1]
+
+
+def test_a_batch_out_of_device_memory_finishes_each_photo_alone(
+    batching_service: WorkerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = batching_service
+    pipeline = service.device_pipeline
+    assert pipeline is not None and service.finishing_batcher is not None
+    real = pipeline.finish_batch
+    sizes: list[int] = []
+
+    def out_of_memory_for_two(photos, mattes, options, background=None, **kwargs):  # type: ignore[no-untyped-def]
+        sizes.append(len(photos))
+        if len(photos) > 1:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real(photos, mattes, options, background, **kwargs)
+
+    monkeypatch.setattr(pipeline, "finish_batch", out_of_memory_for_two)
+    options = JobOptions(background="red", format="png")
+    ids = run_concurrently(service, [(sized_jpeg(96, 64, seed), options) for seed in (1, 2)])
+    assert sizes == [2, 1, 1]
+    for job_id in ids:
+        assert stored_composite(service, job_id).shape == (96, 64, 3)

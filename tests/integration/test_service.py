@@ -146,6 +146,27 @@ def test_health_and_readiness(stack: Stack) -> None:
     assert ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
 
 
+def test_readiness_lists_the_running_worker_as_it_recorded_itself(stack: Stack) -> None:
+    from common import keyspace
+    from tests.integration.stack import http
+    from worker.embedded import wait_until
+
+    def listed() -> list[dict[str, object]]:
+        return http("GET", f"{stack.api_url}/readyz").json()["workers"]
+
+    wait_until(lambda: bool(listed()), 30, "the worker's first heartbeat")
+    records = [stack.redis.hgetall(key) for key in stack.redis.scan_iter(keyspace.WORKER.format(name="*"))]
+    (record,) = records
+    (worker,) = listed()
+    assert (worker["engine"], worker["device"], worker["precision"]) == (
+        record["engine"],
+        record["device"],
+        record["precision"],
+    )
+    assert worker["precision_reason"] == record["precision_reason"] != ""
+    assert record["model_path"] not in str(listed())  # nor the host or process: tests/app/test_readiness.py
+
+
 @pytest.mark.parametrize(
     ("payload", "fields", "status", "code"),
     [
