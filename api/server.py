@@ -15,6 +15,7 @@ from typing import Any
 import gevent
 from gunicorn.http.errors import (
     ChunkMissingTerminator,
+    ExpectationFailed,
     InvalidChunkExtension,
     InvalidChunkSize,
     InvalidHeader,
@@ -25,6 +26,7 @@ from gunicorn.http.errors import (
     LimitRequestHeaders,
     LimitRequestLine,
     ObsoleteFolding,
+    UnsupportedTransferCoding,
 )
 from gunicorn.workers.ggevent import GeventWorker
 from werkzeug.exceptions import RequestTimeout
@@ -73,6 +75,13 @@ PARSE_REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, 
         400,
         "Bad Request",
         "the request could not be parsed as HTTP/1.1",
+    ),
+    (ExpectationFailed, 417, "Expectation Failed", "the only expectation understood is 100-continue"),
+    (
+        UnsupportedTransferCoding,
+        501,
+        "Not Implemented",
+        "the transfer coding is not supported: send chunked, or a Content-Length",
     ),
 )
 

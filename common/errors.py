@@ -300,8 +300,10 @@ HTTP_ERROR_CODES: dict[int, str] = {
     413: "payload_too_large",
     414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     429: "rate_limited",
     431: "request_header_fields_too_large",
+    501: "not_implemented",
 }
 OTHER_HTTP_ERROR_CODE = "http_error"
 

@@ -1,7 +1,7 @@
 """Clients that send slowly, or stall, cannot take the API down: gunicorn runs gevent workers, so a slow
 connection or a ``Prefer: wait`` holds a greenlet and not a thread, a header must arrive within
 BACKDROP_API_HEADER_TIMEOUT_SECONDS, a body must not pause longer than BACKDROP_API_BODY_TIMEOUT_SECONDS,
-and gunicorn's own refusals (414, 431, 400) are in the API's JSON format."""
+and gunicorn's own refusals (414, 431, 400, 417, 501) are in the API's JSON format."""
 
 from __future__ import annotations
 
@@ -221,8 +221,12 @@ def raw_answer(stack: Stack, request: bytes) -> tuple[int, dict[str, str], dict]
          "request_header_fields_too_large"),
         (b"GET /healthz HTTP/9.9\r\nHost: localhost\r\n\r\n", 400, "bad_request"),
         (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nBad Header Name: x\r\n\r\n", 400, "bad_request"),
+        (b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nExpect: aaaa-please\r\nContent-Length: 0\r\n\r\n", 417,
+         "expectation_failed"),
+        (b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: aaaa, chunked\r\n\r\n0\r\n\r\n", 501,
+         "not_implemented"),
     ],
-    ids=["header-too-large", "bad-version", "bad-header-name"],
+    ids=["header-too-large", "bad-version", "bad-header-name", "unknown-expectation", "unknown-transfer-coding"],
 )  # fmt: skip
 def test_requests_gunicorn_cannot_parse_get_json_errors_that_do_not_repeat_them(
     strict_stack: Stack, request_bytes: bytes, status: int, code: str
