@@ -61,8 +61,13 @@ class WorkerState(BaseModel):
 
 
 def mark_alive(client: redis.Redis, name: str, *, now: float | None = None) -> None:
-    """The worker ``name`` is alive now (its record is written by the worker itself)."""
-    client.zadd(keyspace.WORKERS_SEEN, {name: time.time() if now is None else now})
+    """The worker ``name`` is alive now (its record is written by the worker itself); workers silent
+    for longer than ``LIVE_WITHIN_SECONDS`` are dropped from the set, so it does not grow."""
+    moment = time.time() if now is None else now
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(keyspace.WORKERS_SEEN, {name: moment})
+    pipe.zremrangebyscore(keyspace.WORKERS_SEEN, "-inf", moment - LIVE_WITHIN_SECONDS)
+    pipe.execute()
 
 
 def forget(client: redis.Redis, name: str) -> None:
@@ -72,9 +77,8 @@ def forget(client: redis.Redis, name: str) -> None:
 
 def live_workers(client: redis.Redis, *, now: float | None = None) -> list[WorkerState]:
     """The workers that said they were alive within ``LIVE_WITHIN_SECONDS`` and have a record, in name
-    order; workers silent for longer are dropped from the set."""
+    order. Only reads: readiness probes come often, and the heartbeats prune the set."""
     moment = time.time() if now is None else now
-    client.zremrangebyscore(keyspace.WORKERS_SEEN, "-inf", moment - LIVE_WITHIN_SECONDS)
     names = client.zrangebyscore(keyspace.WORKERS_SEEN, moment - LIVE_WITHIN_SECONDS, "+inf")
     if not names:
         return []

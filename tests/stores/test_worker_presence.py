@@ -62,7 +62,7 @@ def test_silent_stopped_and_unrecorded_workers_are_not_listed(client: redis.Redi
     mark_alive(client, "no-record", now=now)
     forget(client, "stopped")
     assert [state.engine for state in live_workers(client, now=now)] == ["alive"]
-    assert client.zscore(keyspace.WORKERS_SEEN, "silent") is None  # pruned, so the set does not grow
+    assert client.zscore(keyspace.WORKERS_SEEN, "silent") is None  # pruned by the heartbeats, so the set does not grow
 
 
 def test_the_heartbeat_lists_the_worker_and_keeps_its_record(client: redis.Redis) -> None:
