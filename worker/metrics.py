@@ -71,7 +71,12 @@ def timed(stage: str) -> Iterator[None]:
     """Observe the time of the block as ``stage``, when it completes."""
     start = time.perf_counter()
     yield
-    JOB_STAGE.labels(stage).observe(time.perf_counter() - start)
+    observe_stage(stage, time.perf_counter() - start)
+
+
+def observe_stage(stage: str, seconds: float) -> None:
+    """A job's ``stage`` took ``seconds`` (timed elsewhere: a batch of the job's post-processing)."""
+    JOB_STAGE.labels(stage).observe(seconds)
 
 
 def observe_forward(batch_size: int, seconds: float) -> None:

@@ -28,7 +28,7 @@ from common.pipeline import (
 from common.storage import result_key
 from worker.batcher import BatchResult
 from worker.device_finishing import FinishingWork
-from worker.metrics import JOB_STAGE, timed
+from worker.metrics import observe_stage, timed
 from worker.service import WorkerService
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def _render_admitted(
             finished = finishing.submit(FinishingWork(photo, on_device.output, options, background)).result().output
             # Each job observes the stages of the call that finished it (its batch's, when batched).
             for stage, seconds in finished.stages.items():
-                JOB_STAGE.labels(stage).observe(seconds)
+                observe_stage(stage, seconds)
             return result_files(finished.result()), None, on_device
         with timed("decode"):
             prepared = prepare(source, settings)

@@ -38,24 +38,29 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
     return Settings(redis_url=redis_url, data_dir=tmp_path, inference_ref_size=64, max_delay_ms=0)
 
 
+def device_service(settings: Settings, runner: ModelRunner, tmp_path: Path) -> WorkerService:
+    """A worker service on real Redis and local storage; its device pipeline runs on the CPU when the
+    caller has set aside ``DevicePipeline.for_runner``'s CUDA condition."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
+    return WorkerService(settings, runner, storage, client)
+
+
 @pytest.fixture
 def service(
     settings: Settings, runner: ModelRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[WorkerService]:
     monkeypatch.setattr(DevicePipeline, "for_runner", classmethod(lambda cls, r, s: cls(r.engine, s)))
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
-    svc = WorkerService(settings, runner, storage, client)
+    svc = device_service(settings, runner, tmp_path)
     yield svc
     svc.close()
 
 
-def photo_jpeg() -> bytes:
-    rng = np.random.default_rng(7)
+def sized_jpeg(height: int, width: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (4, 3, 3), dtype=np.uint8)
-    rgb = np.asarray(Image.fromarray(coarse).resize((64, 96), Image.Resampling.BICUBIC))
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "JPEG", quality=95)
+    Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=95)
     return buffer.getvalue()
 
 
@@ -63,7 +68,7 @@ def test_a_job_runs_through_the_device_pipeline(
     service: WorkerService, settings: Settings, runner: ModelRunner
 ) -> None:
     assert service.device_pipeline is not None and service.device_batcher is not None
-    data = photo_jpeg()
+    data = sized_jpeg(96, 64, 7)
     options = JobOptions(background="red", format="png")
     job_id = new_job_id()
     service.storage.put(input_key(job_id), data, "application/octet-stream")
@@ -100,19 +105,9 @@ def batching_service(
     settings = Settings(
         redis_url=redis_url, data_dir=tmp_path, inference_ref_size=64, max_batch_size=2, max_delay_ms=300
     )
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
-    svc = WorkerService(settings, runner, storage, client)
+    svc = device_service(settings, runner, tmp_path)
     yield svc
     svc.close()
-
-
-def sized_jpeg(height: int, width: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (4, 3, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=95)
-    return buffer.getvalue()
 
 
 def run_concurrently(service: WorkerService, jobs: list[tuple[bytes, JobOptions]]) -> list[str]:
