@@ -17,6 +17,17 @@ from flask_openapi3 import FileStorage
 from flask_openapi3.models.schema import Schema as DocumentSchema
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from common.errors import (
+    HTTP_ERROR_CODES,
+    OTHER_HTTP_ERROR_CODE,
+    InvalidOption,
+    LinkRefused,
+    NotFound,
+    QueueUnavailable,
+    RecordDamaged,
+    Unauthorized,
+    UnsupportedImage,
+)
 from common.options import JobOptions, Surface
 from common.public import BatchModel, ErrorBody, ErrorDetail, JobModel
 from common.workers import WorkerState
@@ -310,30 +321,43 @@ def no_content(description: str, *, metered: bool = True) -> dict[str, Any]:
     return {"description": description, "headers": _headers(metered)}
 
 
-# What each status of an error means, and the code an example of it carries.
+# What each status of an error means, and the code an example of it carries: a code of the exception
+# hierarchy, or of the HTTP layer's own refusals (``HTTP_ERROR_CODES``), never spelled out here.
 ERROR_MEANINGS: dict[int, tuple[str, str, str]] = {
     400: (
-        "bad_request",
+        HTTP_ERROR_CODES[400],
         "the request is malformed or incomplete",
         "send exactly one of: an 'image' file, or an 'image_url' field",
     ),
-    401: ("unauthorized", "no API key, or an unknown or revoked one", "send an API key: 'Authorization: Bearer <key>'"),
-    403: ("invalid_signature", "the signed link is invalid or has expired", "the link is invalid or has expired"),
-    404: ("not_found", "no such resource for this API key", "no job '7532a2...' (unknown, deleted, or expired)"),
-    408: ("request_timeout", "the body paused for longer than the server waits", "the request body stalled"),
-    410: ("record_damaged", "the record is damaged: only DELETE gets past it", "the job's record is damaged"),
+    401: (
+        Unauthorized.code,
+        "no API key, or an unknown or revoked one",
+        "send an API key: 'Authorization: Bearer <key>'",
+    ),
+    403: (LinkRefused.code, "the signed link is invalid or has expired", "the link is invalid or has expired"),
+    404: (NotFound.code, "no such resource for this API key", "no job '7532a2...' (unknown, deleted, or expired)"),
+    408: (
+        HTTP_ERROR_CODES[408],
+        "the body paused for longer than the server waits, or arrived too slowly",
+        "the request body stalled",
+    ),
+    410: (RecordDamaged.code, "the record is damaged: only DELETE gets past it", "the job's record is damaged"),
     413: (
-        "payload_too_large",
+        HTTP_ERROR_CODES[413],
         "the body is larger than the upload limit",
         "the request body is larger than the upload limit",
     ),
-    414: ("uri_too_long", "the request target is too long", "the request target is longer than 4096 characters"),
-    415: ("unsupported_image", "the upload is not an image the service reads", "the upload is not a supported image"),
-    416: ("http_error", "the Range asked for is not in the file", "The server cannot provide the requested range."),
-    422: ("invalid_option", "a field or option has an invalid value", "background: unknown colour 'purple'"),
-    429: ("rate_limited", "over a rate limit or the key's quota of pending jobs", "rate limit exceeded"),
+    414: (HTTP_ERROR_CODES[414], "the request target is too long", "the request target is longer than 4096 characters"),
+    415: (UnsupportedImage.code, "the upload is not an image the service reads", "the upload is not a supported image"),
+    416: (
+        OTHER_HTTP_ERROR_CODE,
+        "the Range asked for is not in the file",
+        "The server cannot provide the requested range.",
+    ),
+    422: (InvalidOption.code, "a field or option has an invalid value", "background: unknown colour 'purple'"),
+    429: (HTTP_ERROR_CODES[429], "over a rate limit or the key's quota of pending jobs", "rate limit exceeded"),
     503: (
-        "queue_unavailable",
+        QueueUnavailable.code,
         "the job queue or the storage is unavailable",
         "the job queue is unavailable, try again later",
     ),
