@@ -1,8 +1,11 @@
 """Dynamic batching: items submitted from many threads are grouped into one call of a batch function.
 
 Items are grouped by a key (the input shape), so only same-shape items share a call. A group runs as
-soon as it holds ``max_batch_size`` items, or when its oldest item has waited ``max_delay_ms``.
-Knows nothing about the model: it calls ``run_batch(items) -> outputs`` and checks one output per item.
+soon as it holds ``max_batch_size`` items, or when its oldest item has waited ``max_delay_ms``, or,
+for batchers that share an ``Attendance``, as soon as every job that could still submit an item is
+already waiting on one: a lone job, or all the jobs in the worker having arrived, never waits for a
+partner that cannot come. Knows nothing about the model: it calls ``run_batch(items) -> outputs`` and
+checks one output per item.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -35,7 +39,44 @@ class BatchResult(Generic[Out]):
 class _Pending(Generic[In, Out]):
     item: In
     future: Future[BatchResult[Out]]
+    attending: bool = False  # submitted by a thread inside ``Attendance.attending``
     since: float = field(default_factory=time.monotonic)
+
+
+class Attendance:
+    """The jobs that may submit to a set of batchers, and how many of them are waiting on one now.
+
+    A job's thread wraps its work in ``attending()``; each item it submits counts as waiting until its
+    batch has run. When every attending job is waiting, no item can still join a batch, so the
+    batchers run what they hold at once instead of waiting out ``max_delay_ms``. The batchers share
+    this object's lock and condition.
+    """
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.active = 0
+        self.waiting = 0
+        self._local = threading.local()
+
+    @contextmanager
+    def attending(self) -> Iterator[None]:
+        with self.condition:
+            self.active += 1
+        self._local.attending = True
+        try:
+            yield
+        finally:
+            self._local.attending = False
+            with self.condition:
+                self.active -= 1
+                self.condition.notify_all()  # a batcher may have been waiting for this job
+
+    def current_thread_attends(self) -> bool:
+        return bool(getattr(self._local, "attending", False))
+
+    def everyone_waiting(self) -> bool:
+        """Call with ``condition`` held."""
+        return self.active > 0 and self.waiting >= self.active
 
 
 class Batcher(Generic[In, Out]):
@@ -49,6 +90,7 @@ class Batcher(Generic[In, Out]):
         max_batch_size: int,
         max_delay_ms: float,
         name: str = "batcher",
+        attendance: Attendance | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -57,7 +99,8 @@ class Batcher(Generic[In, Out]):
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay_ms / 1000
         self._groups: dict[Hashable, list[_Pending[In, Out]]] = {}
-        self._cond = threading.Condition()
+        self._attendance = attendance
+        self._cond = attendance.condition if attendance is not None else threading.Condition()
         self._closed = False
         self.batches_run = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -68,15 +111,18 @@ class Batcher(Generic[In, Out]):
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            self._groups.setdefault(self._key(item), []).append(_Pending(item, future))
-            self._cond.notify()
+            attending = self._attendance is not None and self._attendance.current_thread_attends()
+            self._groups.setdefault(self._key(item), []).append(_Pending(item, future, attending))
+            if self._attendance is not None and attending:
+                self._attendance.waiting += 1
+            self._cond.notify_all()  # the batchers sharing an attendance share this condition
         return future
 
     def close(self, timeout: float | None = None) -> None:
         """Run what is pending, then stop the thread."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join(timeout)
 
     def _next_batch(self) -> list[_Pending[In, Out]] | None:
@@ -85,9 +131,10 @@ class Batcher(Generic[In, Out]):
             while True:
                 now = time.monotonic()
                 due_key, wait = None, None
+                nobody_to_wait_for = self._attendance is not None and self._attendance.everyone_waiting()
                 for group_key, pending in self._groups.items():
                     remaining = pending[0].since + self.max_delay - now
-                    if len(pending) >= self.max_batch_size or remaining <= 0 or self._closed:
+                    if len(pending) >= self.max_batch_size or remaining <= 0 or self._closed or nobody_to_wait_for:
                         due_key = group_key
                         break
                     wait = remaining if wait is None else min(wait, remaining)
@@ -105,19 +152,32 @@ class Batcher(Generic[In, Out]):
 
     def _loop(self) -> None:
         while (batch := self._next_batch()) is not None:
-            live = [p for p in batch if p.future.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            batch_id = uuid.uuid4().hex[:12]
-            try:
-                outputs = self._run_batch([p.item for p in live])
-                if len(outputs) != len(live):
-                    raise RuntimeError(f"batch function returned {len(outputs)} outputs for {len(live)} items")
-            except BaseException as exc:
-                log.exception("batch %s of %d failed", batch_id, len(live))
-                for pending in live:
-                    pending.future.set_exception(exc)
-                continue
-            self.batches_run += 1
-            for pending, output in zip(live, outputs, strict=True):
-                pending.future.set_result(BatchResult(output, batch_id, len(live)))
+            self._run(batch)
+
+    def _run(self, batch: list[_Pending[In, Out]]) -> None:
+        live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        if not live:
+            self._done_waiting(batch)
+            return
+        batch_id = uuid.uuid4().hex[:12]
+        try:
+            outputs = self._run_batch([p.item for p in live])
+            if len(outputs) != len(live):
+                raise RuntimeError(f"batch function returned {len(outputs)} outputs for {len(live)} items")
+        except BaseException as exc:
+            log.exception("batch %s of %d failed", batch_id, len(live))
+            self._done_waiting(batch)
+            for pending in live:
+                pending.future.set_exception(exc)
+            return
+        self.batches_run += 1
+        self._done_waiting(batch)
+        for pending, output in zip(live, outputs, strict=True):
+            pending.future.set_result(BatchResult(output, batch_id, len(live)))
+
+    def _done_waiting(self, batch: list[_Pending[In, Out]]) -> None:
+        """The batch's attending jobs stop waiting on it (counted before their futures wake them)."""
+        if self._attendance is None:
+            return
+        with self._cond:
+            self._attendance.waiting -= sum(1 for pending in batch if pending.attending)

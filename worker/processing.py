@@ -66,17 +66,20 @@ def render(
     matte (None when the photo's own alpha was the matte)."""
     settings = service.settings
     options = job.options
-    with timed("read"):
-        source = read_input(job, service)
-        background_data = None
-        if not options.is_id_photo and job.background_image_key:
-            background_data = service.storage.get(job.background_image_key)
-    # Admitted by memory: the estimate comes from the headers, before any pixel is decoded.
-    peak = job_peak_bytes(
-        pixel_count(source, settings), pixel_count(background_data, settings) if background_data is not None else 0
-    )
-    with service.memory.reserve(peak):
-        return _render_admitted(job, service, source, background_data)
+    # From here the job may submit to the batchers: they wait for it while it reads and decodes.
+    with service.attendance.attending():
+        with timed("read"):
+            source = read_input(job, service)
+            background_data = None
+            if not options.is_id_photo and job.background_image_key:
+                background_data = service.storage.get(job.background_image_key)
+        # Admitted by memory: the estimate comes from the headers, before any pixel is decoded.
+        peak = job_peak_bytes(
+            pixel_count(source, settings),
+            pixel_count(background_data, settings) if background_data is not None else 0,
+        )
+        with service.memory.reserve(peak):
+            return _render_admitted(job, service, source, background_data)
 
 
 def _render_admitted(

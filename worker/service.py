@@ -23,7 +23,7 @@ from common.jobs import JobStore
 from common.keyspace import redis_from_settings
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
-from worker.batcher import Batcher
+from worker.batcher import Attendance, Batcher
 from worker.device_finishing import FinishedPhoto, FinishingWork, finish_together, finishing_key
 from worker.device_pipeline import DevicePipeline
 from worker.faces import FaceDetector
@@ -68,12 +68,15 @@ class WorkerService:
         self.presence = PresenceLoop(client, self.name, settings.job_ttl_seconds)
         # Jobs start only while their estimated peaks fit in it (worker/memory_budget.py).
         self.memory = MemoryBudget(settings.worker_memory_budget_mb * 2**20)
+        # The jobs rendering now: when all of them wait on a batcher, its batch runs without more delay.
+        self.attendance = Attendance()
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             self._forward,
             key=lambda image: image.shape,
             max_batch_size=settings.max_batch_size,
             max_delay_ms=settings.max_delay_ms,
             name="modnet-batcher",
+            attendance=self.attendance,
         )
         # On a CUDA torch engine a photo stays on the GPU from decode to encode, batched there as tensors.
         self.device_pipeline = DevicePipeline.for_runner(runner, settings)
@@ -87,6 +90,7 @@ class WorkerService:
                 max_batch_size=settings.max_batch_size,
                 max_delay_ms=settings.max_delay_ms,
                 name="modnet-device-batcher",
+                attendance=self.attendance,
             )
             self.finishing_batcher = Batcher(
                 partial(finish_together, self.device_pipeline),
@@ -94,6 +98,7 @@ class WorkerService:
                 max_batch_size=settings.max_batch_size,
                 max_delay_ms=settings.max_delay_ms,
                 name="device-finishing-batcher",
+                attendance=self.attendance,
             )
 
     @classmethod

@@ -93,6 +93,29 @@ def test_a_job_runs_through_the_device_pipeline(
     assert int(np.abs(composite.astype(int) - cpu.astype(int)).max()) <= 2
 
 
+def test_a_lone_job_does_not_wait_out_either_batchers_delay(
+    redis_url: str, runner: ModelRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(DevicePipeline, "for_runner", classmethod(lambda cls, r, s: cls(r.engine, s)))
+    # Ten seconds to fill a batch of 8, at the forward pass and again at the finishing: only the job
+    # itself can join them, so both run at once.
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, inference_ref_size=64, max_delay_ms=10_000)
+    service = device_service(settings, runner, tmp_path)
+    try:
+        data = sized_jpeg(96, 64, 3)
+        job_id = new_job_id()
+        service.storage.put(input_key(job_id), data, "application/octet-stream")
+        info = InputInfo(bytes=len(data), format="JPEG", width=64, height=96)
+        service.jobs.create(job_id, input_key(job_id), info, JobOptions(background="red"), owner="t")
+        with ThreadPoolExecutor(1) as pool:
+            outcome = pool.submit(process_job, service, job_id).result(timeout=8)  # under one delay
+        assert outcome.status is JobStatus.SUCCEEDED
+        assert service.device_batcher is not None and service.finishing_batcher is not None
+        assert (service.device_batcher.batches_run, service.finishing_batcher.batches_run) == (1, 1)
+    finally:
+        service.close()
+
+
 # --- finishing batched across jobs ----------------------------------------------------------------
 
 
@@ -118,7 +141,9 @@ def run_concurrently(service: WorkerService, jobs: list[tuple[bytes, JobOptions]
         info = InputInfo(bytes=len(data), format="JPEG", width=64, height=96)
         service.jobs.create(job_id, input_key(job_id), info, options, owner="t")
         ids.append(job_id)
-    with ThreadPoolExecutor(len(ids)) as pool:
+    # A third job stands for the rest of a busy worker: the batchers cannot tell that nobody else is
+    # coming, so a batch runs when it is full or its delay is out, whichever job reaches it first.
+    with ThreadPoolExecutor(len(ids)) as pool, service.attendance.attending():
         outcomes = list(pool.map(lambda job_id: process_job(service, job_id), ids))
     assert [outcome.status for outcome in outcomes] == [JobStatus.SUCCEEDED] * len(ids)
     return ids

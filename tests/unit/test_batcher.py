@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from worker.batcher import Batcher
+from worker.batcher import Attendance, Batcher
 
 WAIT = 10  # seconds: a bound on a hang, not a timing assertion
 
@@ -28,8 +28,12 @@ class Recorder:
         return outputs[:-1] if self.short else outputs
 
 
-def _batcher(recorder: Recorder, size: int = 8, delay_ms: float = 300) -> Batcher[tuple[str, int], int]:
-    return Batcher(recorder, key=lambda item: item[0], max_batch_size=size, max_delay_ms=delay_ms)
+def _batcher(
+    recorder: Recorder, size: int = 8, delay_ms: float = 300, attendance: Attendance | None = None
+) -> Batcher[tuple[str, int], int]:
+    return Batcher(
+        recorder, key=lambda item: item[0], max_batch_size=size, max_delay_ms=delay_ms, attendance=attendance
+    )
 
 
 def test_concurrent_items_share_calls_and_get_their_own_outputs() -> None:
@@ -117,3 +121,109 @@ def test_cancelled_items_are_skipped() -> None:
     batcher.close(WAIT)
     assert [second.result(0).output, third.result(0).output] == [20, 30]
     assert recorder.calls == [[("a", 2), ("a", 3)]]
+
+
+# --- an attendance: no waiting for a partner that cannot come --------------------------------------
+# The delay is a minute in these tests: a result within WAIT seconds can only come from attendance.
+
+LONG_DELAY_MS = 60_000
+
+
+def test_a_lone_attending_job_does_not_wait_out_the_delay() -> None:
+    attendance = Attendance()
+    recorder = Recorder()
+    batcher = _batcher(recorder, size=8, delay_ms=LONG_DELAY_MS, attendance=attendance)
+    with attendance.attending():
+        first = batcher.submit(("a", 1)).result(WAIT)
+        second = batcher.submit(("a", 2)).result(WAIT)  # the same job again, after its first batch ran
+    assert (first.output, first.batch_size, second.output, second.batch_size) == (10, 1, 20, 1)
+    assert attendance.active == 0 and attendance.waiting == 0
+    batcher.close(WAIT)
+
+
+def test_an_attending_job_waits_for_the_other_attending_job() -> None:
+    attendance = Attendance()
+    recorder = Recorder()
+    batcher = _batcher(recorder, size=8, delay_ms=LONG_DELAY_MS, attendance=attendance)
+    both_attend = threading.Barrier(2)
+    first_submitted = threading.Event()
+    results: dict[str, tuple[int, int]] = {}
+
+    def job(name: str, value: int) -> None:
+        with attendance.attending():
+            both_attend.wait(WAIT)
+            if name == "second":
+                first_submitted.wait(WAIT)
+            future = batcher.submit(("a", value))
+            first_submitted.set()
+            result = future.result(WAIT)
+            results[name] = (result.output, result.batch_size)
+
+    threads = [threading.Thread(target=job, args=args) for args in (("first", 1), ("second", 2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    # The first item was held until the second job's came: one batch of two.
+    assert results == {"first": (10, 2), "second": (20, 2)}
+    assert recorder.calls == [[("a", 1), ("a", 2)]]
+    batcher.close(WAIT)
+
+
+def test_a_job_that_leaves_without_submitting_releases_the_waiting_one() -> None:
+    attendance = Attendance()
+    batcher = _batcher(Recorder(), size=8, delay_ms=LONG_DELAY_MS, attendance=attendance)
+    other_attends, may_leave = threading.Event(), threading.Event()
+
+    def failing_job() -> None:  # say, a photo that did not decode
+        with attendance.attending():
+            other_attends.set()
+            may_leave.wait(WAIT)
+
+    other = threading.Thread(target=failing_job)
+    other.start()
+    other_attends.wait(WAIT)
+    with attendance.attending():
+        future = batcher.submit(("a", 3))
+        assert not future.done()  # held for the other job, which is still at work
+        may_leave.set()
+        assert future.result(WAIT).output == 30
+    other.join(WAIT)
+    batcher.close(WAIT)
+
+
+def test_batchers_sharing_an_attendance_count_jobs_waiting_on_either() -> None:
+    attendance = Attendance()
+    network = _batcher(Recorder(), size=8, delay_ms=LONG_DELAY_MS, attendance=attendance)
+    finishing = _batcher(Recorder(), size=8, delay_ms=LONG_DELAY_MS, attendance=attendance)
+    in_network = threading.Event()
+    results: dict[str, int] = {}
+
+    def network_job() -> None:
+        with attendance.attending():
+            future = network.submit(("a", 1))
+            in_network.set()
+            results["network"] = future.result(WAIT).output
+
+    thread = threading.Thread(target=network_job)
+    with attendance.attending():
+        thread.start()
+        in_network.wait(WAIT)
+        # Both jobs now wait, one on each batcher: neither can gain a partner, so both run.
+        results["finishing"] = finishing.submit(("b", 2)).result(WAIT).output
+    thread.join(WAIT)
+    assert results == {"network": 10, "finishing": 20}
+    network.close(WAIT)
+    finishing.close(WAIT)
+
+
+def test_items_of_threads_outside_the_attendance_keep_the_delay() -> None:
+    attendance = Attendance()
+    batcher = _batcher(Recorder(), size=8, delay_ms=LONG_DELAY_MS, attendance=attendance)
+    future = batcher.submit(("a", 1))  # no job attends: nothing says nobody else is coming
+    assert attendance.waiting == 0
+    with attendance.attending():
+        # One attending job, waiting: the group runs, the outside item with it.
+        assert batcher.submit(("a", 2)).result(WAIT).batch_size == 2
+    assert future.result(WAIT).output == 10
+    batcher.close(WAIT)
