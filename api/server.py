@@ -10,6 +10,8 @@ are gunicorn settings) and holds the worker class it names.
 from __future__ import annotations
 
 import socket
+import time
+from contextlib import nullcontext
 from typing import Any
 
 import gevent
@@ -86,21 +88,60 @@ PARSE_REFUSALS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int, 
 )
 
 
+class _TooSlow(Exception):
+    """A body read ran past the time the minimum rate allows it (raised by a gevent timer)."""
+
+
 class BodyDeadline:
     """A request's body (gunicorn's ``wsgi.input``) whose reads fail with a 408 when the client has
-    sent nothing for the socket's timeout; the connection is then closed after the answer."""
+    sent nothing for the socket's timeout, or, with ``min_rate``, when the body has taken longer than
+    ``grace`` seconds and has averaged fewer than ``min_rate`` bytes a second, so that pauses just under
+    the timeout cannot hold a connection for ever. Each read may take until the moment when the bytes
+    it asks for would bring the average down to the minimum. The connection is closed after the 408."""
 
-    def __init__(self, body: Any, request: Any) -> None:
+    CHUNK = 65536  # what a read of unknown length is taken to ask for (a chunked body, say)
+
+    def __init__(self, body: Any, request: Any, *, grace: float = 0.0, min_rate: int = 0) -> None:
         self._body = body
         self._request = request
+        self._grace = grace
+        self._min_rate = min_rate
+        self._started = time.monotonic()
+        self._received = 0
+        lengths = [value for name, value in getattr(request, "headers", ()) if name == "CONTENT-LENGTH"]
+        self._length = int(lengths[0]) if lengths and lengths[0].isdigit() else None
 
-    def _bounded(self, read: Any, *args: Any) -> Any:
+    def _refuse(self, message: str) -> RequestTimeout:
+        # Where the next request would start is unknown now: answer, then close.
+        self._request.must_close = True
+        return RequestTimeout(message)
+
+    def _wanted(self, size: int | None) -> int:
+        left = None if self._length is None else max(0, self._length - self._received)
+        if size is None or size < 0:
+            return self.CHUNK if left is None else left
+        return size if left is None else min(size, left)
+
+    def _bounded(self, read: Any, size: int | None) -> Any:
+        timer = None
+        if self._min_rate:
+            allowed = max(self._grace, (self._received + self._wanted(size)) / self._min_rate)
+            remaining = self._started + allowed - time.monotonic()
+            if remaining <= 0:
+                raise self._refuse(self._too_slow())
+            timer = gevent.Timeout(remaining, _TooSlow())
         try:
-            return read(*args)
+            with timer if timer is not None else nullcontext():
+                data = read(size)
         except TimeoutError:
-            # Where the next request would start is unknown now: answer, then close.
-            self._request.must_close = True
-            raise RequestTimeout("the request body stalled: nothing was received for too long") from None
+            raise self._refuse("the request body stalled: nothing was received for too long") from None
+        except _TooSlow:
+            raise self._refuse(self._too_slow()) from None
+        self._received += sum(map(len, data)) if isinstance(data, list) else len(data)
+        return data
+
+    def _too_slow(self) -> str:
+        return f"the request body arrives too slowly: under {self._min_rate} bytes a second"
 
     def read(self, size: int | None = None) -> bytes:
         return self._bounded(self._body.read, size)
@@ -109,7 +150,8 @@ class BodyDeadline:
         return self._bounded(self._body.readline, size)
 
     def readlines(self, size: int | None = None) -> list[bytes]:
-        return self._bounded(self._body.readlines, size)
+        # The hint does not bound what readlines reads: it is given the time the whole rest may take.
+        return self._bounded(lambda _: self._body.readlines(size), None)
 
     def __iter__(self) -> BodyDeadline:
         return self
@@ -136,12 +178,13 @@ def json_error(status: int, reason: str, code: str, message: str) -> bytes:
 
 class ApiWorker(GeventWorker):
     """gunicorn's gevent worker with the API's deadlines (``BACKDROP_API_HEADER_TIMEOUT_SECONDS``,
-    ``BACKDROP_API_BODY_TIMEOUT_SECONDS``) and its JSON 414."""
+    ``BACKDROP_API_BODY_TIMEOUT_SECONDS``, ``BACKDROP_API_BODY_MIN_RATE_BYTES``) and its JSON 414."""
 
     def init_process(self) -> None:
         settings = get_settings()
         self.header_timeout = settings.api_header_timeout_seconds
         self.body_timeout = settings.api_body_timeout_seconds
+        self.body_min_rate = settings.api_body_min_rate_bytes
         if not self.cfg.keepalive:
             # gunicorn reads the first request outside timeout_ctx when keep-alive is off.
             raise RuntimeError("the API's header deadline needs keep-alive on (--keep-alive above 0)")
@@ -154,8 +197,9 @@ class ApiWorker(GeventWorker):
 
     def handle_request(self, listener_name: Any, req: Any, sock: socket.socket, addr: Any) -> None:
         # While the request is served, every read and write of the socket has the body deadline: a body
-        # that stalls is a 408, and a client that stops reading the answer is dropped.
-        req.body = BodyDeadline(req.body, req)
+        # that stalls, or that trickles in slower than the minimum rate, is a 408, and a client that
+        # stops reading the answer is dropped.
+        req.body = BodyDeadline(req.body, req, grace=self.body_timeout, min_rate=self.body_min_rate)
         sock.settimeout(self.body_timeout)
         try:
             super().handle_request(listener_name, req, sock, addr)

@@ -126,6 +126,13 @@ class Settings(BaseSettings):
         gt=0,
         description="API: longest pause while a request body arrives (408) or its answer is taken (closed)",
     )
+    api_body_min_rate_bytes: int = Field(
+        default=1024,
+        ge=0,
+        description="API: once a request body has taken longer than the body timeout, it must have averaged "
+        "at least this many bytes a second, or it is answered 408 and closed (a body sent a byte at a time, "
+        "each pause just under the timeout); 0: no minimum",
+    )
     cleanup_interval_seconds: int = Field(default=300, ge=1, description="how often workers delete expired objects")
     cors_origins: str = Field(
         default="", description="comma-separated origins whose web pages may call the API (CORS); empty: none"

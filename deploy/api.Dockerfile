@@ -41,5 +41,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # turns the multiprocess mode off (right only for --workers 1).
 # api/server.py is gunicorn's configuration, as for `backdrop serve`: gevent workers of 1000 connections
 # each (a slow client or a held Prefer: wait is a greenlet, not a thread), with deadlines on reading a
-# request (BACKDROP_API_HEADER_TIMEOUT_SECONDS, BACKDROP_API_BODY_TIMEOUT_SECONDS).
+# request (BACKDROP_API_HEADER_TIMEOUT_SECONDS, BACKDROP_API_BODY_TIMEOUT_SECONDS,
+# BACKDROP_API_BODY_MIN_RATE_BYTES).
 CMD ["sh", "-c", "if [ -n \"$PROMETHEUS_MULTIPROC_DIR\" ]; then mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && find \"$PROMETHEUS_MULTIPROC_DIR\" -mindepth 1 -delete; fi; exec gunicorn --config python:api.server --bind 0.0.0.0:8080 --workers 2 'api.app:create_app()'"]

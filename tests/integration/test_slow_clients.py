@@ -1,11 +1,13 @@
 """Clients that send slowly, or stall, cannot take the API down: gunicorn runs gevent workers, so a slow
 connection or a ``Prefer: wait`` holds a greenlet and not a thread, a header must arrive within
-BACKDROP_API_HEADER_TIMEOUT_SECONDS, a body must not pause longer than BACKDROP_API_BODY_TIMEOUT_SECONDS,
+BACKDROP_API_HEADER_TIMEOUT_SECONDS, a body must not pause longer than BACKDROP_API_BODY_TIMEOUT_SECONDS
+nor, once it has taken longer than that, average under BACKDROP_API_BODY_MIN_RATE_BYTES a second,
 and gunicorn's own refusals (414, 431, 400, 417, 501) are in the API's JSON format."""
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -23,6 +25,7 @@ SLOW_CONNECTIONS = 64
 SLOW_HEADER = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: one-byte-at-a-time\r\n"
 DRIP_PAUSE = 0.5  # between two bytes of each slow connection: the header takes 37 s, never finished
 GUARD = 60  # seconds: a failure guard, never a measure
+MIN_RATE = 8000  # bytes a second a body must average once it has taken longer than the body timeout (1 s)
 
 
 def api_address(stack: Stack) -> tuple[str, int]:
@@ -104,7 +107,11 @@ def slow_stack(stack_factory: Callable[..., Stack]) -> Stack:
 def strict_stack(stack_factory: Callable[..., Stack]) -> Stack:
     """No worker (a held wait lasts all its seconds) and short read deadlines."""
     stack = stack_factory("local")
-    stack.start_api(BACKDROP_API_HEADER_TIMEOUT_SECONDS="1", BACKDROP_API_BODY_TIMEOUT_SECONDS="1")
+    stack.start_api(
+        BACKDROP_API_HEADER_TIMEOUT_SECONDS="1",
+        BACKDROP_API_BODY_TIMEOUT_SECONDS="1",
+        BACKDROP_API_BODY_MIN_RATE_BYTES=str(MIN_RATE),
+    )
     return stack
 
 
@@ -167,6 +174,49 @@ def test_a_body_that_stalls_is_answered_408_and_closed(strict_stack: Stack) -> N
     assert b"connection: close" in headers.lower()
     assert json.loads(payload)["error"]["code"] == "request_timeout"
     assert http("GET", f"{strict_stack.api_url}/healthz").status == 200
+
+
+def send_body_in_pieces(stack: Stack, piece: int, pause: float) -> tuple[bytes, int]:
+    """POST a job whose body goes ``piece`` bytes at a time, ``pause`` seconds apart (each pause under
+    the body timeout), stopping early when the server answers; (the answer, the body bytes sent)."""
+    body, content_type = multipart({"background": "red"}, {"image": ("photo.png", rgba_photo(5))})
+    head = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {stack.token}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    sent = 0
+    with connect(stack) as sock:
+        sock.sendall(head)
+        while sent < len(body):  # at most len(body) / piece pieces
+            readable, _, _ = select.select([sock], [], [], pause)
+            if readable:  # answered before the body was complete
+                break
+            try:
+                sock.sendall(body[sent : sent + piece])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += piece
+        return read_until_closed(sock), min(sent, len(body))
+
+
+def test_a_body_that_trickles_in_under_the_minimum_rate_is_answered_408_and_closed(strict_stack: Stack) -> None:
+    # 200 bytes every 0.4 s: never a pause the body timeout sees, but 500 bytes a second, under MIN_RATE.
+    answer, sent = send_body_in_pieces(strict_stack, piece=200, pause=0.4)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 408"), answer[:300]
+    error = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "request_timeout"
+    assert "too slowly" in error["message"]
+    # Refused when the read of the whole ~49 kB body could no longer average MIN_RATE (~6 s), with under
+    # half of it sent.
+    assert sent < len(rgba_photo(5)) // 2
+
+
+def test_a_body_that_takes_longer_than_the_timeout_at_a_fair_rate_is_accepted(strict_stack: Stack) -> None:
+    # 8 kB every 0.5 s: 16 kB a second, over MIN_RATE, the whole body taking three times the body timeout.
+    answer, sent = send_body_in_pieces(strict_stack, piece=8192, pause=0.5)
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
+    assert sent > 3 * 8192
 
 
 def test_waits_of_one_key_leave_other_clients_and_health_checks_answering(strict_stack: Stack) -> None:
