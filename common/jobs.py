@@ -130,11 +130,13 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 return 1
 """
 
-# Atomic transition: KEYS = [job hash, pending-set prefix, pending index]; ARGV = [allowed current states
-# (comma separated), ttl seconds, increment attempts (0/1), terminal (0/1), now, field, value, ...].
-# Returns the previous state, nil when the job does not exist, or an error reply when the transition is
-# not allowed. A terminal state takes the job out of its owner's pending set (the concurrent-jobs quota)
-# and out of the pending index; any other change is a sign of life there.
+# Atomic transition: KEYS = [job hash, pending-set prefix, pending index, batch-record prefix]; ARGV =
+# [allowed current states (comma separated), ttl seconds, increment attempts (0/1), terminal (0/1), now,
+# the batch record's tally field, field, value, ...]. Returns the previous state, nil when the job does
+# not exist, or an error reply when the transition is not allowed. A terminal state takes the job out of
+# its owner's pending set (the concurrent-jobs quota) and out of the pending index, and counts it in its
+# batch's tally (a job reaches a final state once: no state leaves one); any other change is a sign of
+# life there. A batch record that has expired, or has no tally, is not touched (nor created again).
 _TRANSITION_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return nil end
@@ -143,13 +145,17 @@ for state in string.gmatch(ARGV[1], '[^,]+') do
   if state == current then allowed = true end
 end
 if not allowed then return redis.error_reply('transition:' .. current) end
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 local id = redis.call('HGET', KEYS[1], 'id')
 if ARGV[4] == '1' then
   local owner = redis.call('HGET', KEYS[1], 'owner')
   if owner and id then redis.call('SREM', KEYS[2] .. owner, id) end
   if id then redis.call('ZREM', KEYS[3], id) end
+  local batch = redis.call('HGET', KEYS[1], 'batch_id')
+  if batch and batch ~= '' and redis.call('HEXISTS', KEYS[4] .. batch, ARGV[6]) == 1 then
+    redis.call('HINCRBY', KEYS[4] .. batch, ARGV[6], 1)
+  end
 elseif id then
   redis.call('ZADD', KEYS[3], ARGV[5], id)
 end
@@ -382,10 +388,16 @@ class JobStore:
             "1" if count_attempt else "0",
             "1" if target.is_terminal else "0",
             repr(stamp.timestamp()),
+            keyspace.BATCH_FINISHED,
         ]
         for name, value in values.items():
             args += [name, value]
-        keys = [self.key(job_id), keyspace.PENDING.format(owner=""), keyspace.PENDING_SINCE]
+        keys = [
+            self.key(job_id),
+            keyspace.PENDING.format(owner=""),
+            keyspace.PENDING_SINCE,
+            keyspace.BATCH.format(batch_id=""),
+        ]
         try:
             previous = self._script(keys=keys, args=args)
         except redis.ResponseError as exc:

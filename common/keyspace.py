@@ -19,6 +19,7 @@ PENDING_SINCE = PREFIX + "pending-since"  # sorted set: every queued or processi
 RECONCILER_LOCK = PREFIX + "reconciler:lock"  # string: held (with a TTL) by the worker running the reconciler
 IDEMPOTENCY = PREFIX + "idempotency:{owner}:{key}"  # string: the job an Idempotency-Key created
 BATCH = PREFIX + "batch:{batch_id}"  # hash: one batch record
+BATCH_FINISHED = "finished"  # field of BATCH: its jobs in a final state, counted by the job transition itself
 BATCH_JOBS = PREFIX + "batch:{batch_id}:jobs"  # list: the batch's job ids in submission order
 BATCH_COMPLETED = PREFIX + "batch:{batch_id}:completed"  # string: set once, by whoever sees the last job finish
 API_KEY = PREFIX + "apikey:{key_id}"  # hash: one API key (its secret only hashed)
