@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,12 +111,14 @@ def network_cases(engines: dict[str, object], plan: Plan, device: torch.device) 
 
 
 def pipeline_cases(
-    engine: object, plan: Plan, device: torch.device, photos: list[bytes]
+    engine: object, plan: Plan, device: torch.device, photos: list[bytes], pool: ThreadPoolExecutor
 ) -> dict[str, Callable[[], object]]:
+    """Both paths as a worker runs them: photos decoded and encoded by ``pool``'s threads (a worker's
+    jobs), the GPU pipeline's network and post-processing in batches on the device in one thread."""
     from common.options import JobOptions
     from common.pipeline import replace_photo
     from common.settings import Settings
-    from worker.device_pipeline import DevicePipeline
+    from worker.device_pipeline import DevicePipeline, RenderedPhoto
     from worker.runtime import ModelRunner
 
     settings = Settings(
@@ -126,14 +130,13 @@ def pipeline_cases(
 
     def cpu_path() -> None:
         # The CPU path's post-processing with this device's network: what a worker without the GPU pipeline does.
-        for data in photos:
-            replace_photo(data, options, runner.predict, settings)
+        list(pool.map(lambda data: replace_photo(data, options, runner.predict, settings), photos))
 
     def on_device() -> None:
         for start in range(0, len(photos), plan.pipeline_batch):
-            prepared = [pipeline.prepare(data) for data in photos[start : start + plan.pipeline_batch]]
+            prepared = list(pool.map(pipeline.prepare, photos[start : start + plan.pipeline_batch]))
             mattes = pipeline.predict([photo.network_input for photo in prepared])
-            pipeline.finish_batch(prepared, mattes, options)
+            list(pool.map(RenderedPhoto.encode, pipeline.render_batch(prepared, mattes, options)))
 
     return {"CPU path (numpy post-processing)": cpu_path, f"GPU pipeline (batches of {plan.pipeline_batch})": on_device}
 
@@ -145,6 +148,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small sizes and counts, to exercise every step")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="threads decoding and encoding photos (a worker's jobs)"
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     rounds = 2 if args.quick else args.rounds
@@ -186,9 +192,13 @@ def main() -> None:
 
     photos = jpegs(plan)
     height, width = plan.photo_size
-    print(f"\nfull pipeline, {len(photos)} JPEGs of {width}x{height} -> blue JPEG, network {fp32.precision.value}")
+    print(
+        f"\nfull pipeline, {len(photos)} JPEGs of {width}x{height} -> blue JPEG, network {fp32.precision.value}, "
+        f"{args.jobs} threads decoding and encoding"
+    )
     print(f"  JPEG codec on the device: {DeviceCodec(device).describe()}")
-    times = interleaved(pipeline_cases(fp32, plan, device, photos), rounds, device)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        times = interleaved(pipeline_cases(fp32, plan, device, photos, pool), rounds, device)
     base = len(photos) / times["CPU path (numpy post-processing)"]
     for case, elapsed in times.items():
         rate = len(photos) / elapsed

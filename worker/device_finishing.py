@@ -1,9 +1,12 @@
 """Finishing on the device in batches: concurrent jobs' photos of one size, with the same options and
-background, are post-processed and encoded in one ``DevicePipeline.finish_batch`` call.
+background, are post-processed in one ``DevicePipeline.render_batch`` call.
 
-Run by a ``Batcher`` of the worker service (``finishing_key`` groups the work). Out of device memory, or
-any other error of the batch, its photos are finished one by one with ``DevicePipeline.finish`` (which
-itself falls back to the CPU), so one bad photo fails only its own job.
+Run by a ``Batcher`` of the worker service (``finishing_key`` groups the work) on its one thread, which
+does the device work only: each job encodes its own photo in its own thread (``FinishedPhoto.result``),
+so the host encoders (PNG, WebP, JPEG without nvJPEG) of a batch, or of photos of different sizes, run
+side by side instead of one after another. Out of device memory, or any other error of the batch, its
+photos are post-processed one by one with ``DevicePipeline.render`` (which itself falls back to the
+CPU), so one bad photo fails only its own job.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 from common.backgrounds import BackgroundKind, BackgroundSpec
 from common.options import JobOptions
 from common.pipeline import RenderedOutputs
-from worker.device_pipeline import DevicePhoto, DevicePipeline
+from worker.device_pipeline import DevicePhoto, DevicePipeline, RenderedPhoto
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +39,19 @@ class FinishingWork:
 
 @dataclass(frozen=True)
 class FinishedPhoto:
-    """A photo's outputs, or the error that finishing it raised, with the seconds of each stage
-    ("composite", "encode") of the call that finished it."""
+    """A photo post-processed and ready to encode, or the error that post-processing it raised, with
+    the seconds of the stages ("composite") of the call that did it."""
 
-    outputs: RenderedOutputs | None
+    rendered: RenderedPhoto | None
     error: Exception | None = None
     stages: dict[str, float] = field(default_factory=dict)
 
     def result(self) -> RenderedOutputs:
+        """The photo's outputs, encoded now, in the caller's thread."""
         if self.error is not None:
             raise self.error
-        assert self.outputs is not None
-        return self.outputs
+        assert self.rendered is not None
+        return self.rendered.encode()
 
 
 class StageClock:
@@ -79,7 +83,7 @@ def finishing_key(work: FinishingWork) -> Hashable:
 
 
 def finish_together(pipeline: DevicePipeline, works: Sequence[FinishingWork]) -> list[FinishedPhoto]:
-    """Finish works of one ``finishing_key`` in one batch; one by one when the batch fails."""
+    """Post-process works of one ``finishing_key`` in one batch; one by one when the batch fails."""
     if not works:
         return []
     first = works[0]
@@ -87,7 +91,7 @@ def finish_together(pipeline: DevicePipeline, works: Sequence[FinishingWork]) ->
         return [finish_alone(pipeline, first)]
     clock = StageClock()
     try:
-        outputs = pipeline.finish_batch(
+        rendered = pipeline.render_batch(
             [work.photo for work in works],
             [work.small_matte for work in works],
             first.options,
@@ -101,15 +105,15 @@ def finish_together(pipeline: DevicePipeline, works: Sequence[FinishingWork]) ->
     except Exception:
         log.warning("finishing %d photos together failed; finishing each alone", len(works), exc_info=True)
     else:
-        return [FinishedPhoto(one, stages=clock.seconds) for one in outputs]
+        return [FinishedPhoto(one, stages=clock.seconds) for one in rendered]
     return [finish_alone(pipeline, work) for work in works]
 
 
 def finish_alone(pipeline: DevicePipeline, work: FinishingWork) -> FinishedPhoto:
-    """One photo through ``DevicePipeline.finish`` (the CPU when the device is out of memory)."""
+    """One photo through ``DevicePipeline.render`` (the CPU when the device is out of memory)."""
     clock = StageClock()
     try:
-        outputs = pipeline.finish(work.photo, work.small_matte, work.options, work.background, timer=clock)
+        rendered = pipeline.render(work.photo, work.small_matte, work.options, work.background, timer=clock)
     except Exception as exc:
         return FinishedPhoto(None, exc, clock.seconds)
-    return FinishedPhoto(outputs, stages=clock.seconds)
+    return FinishedPhoto(rendered, stages=clock.seconds)

@@ -101,7 +101,7 @@ class DevicePipeline:
         (matte,) = self.predict([photo.network_input])
         return self.finish(photo, matte, options, background)
 
-    def finish(
+    def render(
         self,
         photo: DevicePhoto,
         small_matte: torch.Tensor,
@@ -109,12 +109,12 @@ class DevicePipeline:
         background: BackgroundSpec | None = None,
         *,
         timer: StageTimer = untimed,
-    ) -> RenderedOutputs:
-        """The outputs of one photo from its network matte (``common.pipeline.finish``). A photo whose
+    ) -> RenderedPhoto:
+        """One photo's post-processed pixels from its network matte, not yet encoded. A photo whose
         post-processing does not fit in the device's free memory (a large one among many jobs in
-        flight) is finished by the same code on the CPU instead of failing its job."""
+        flight) is post-processed by the same code on the CPU instead of failing its job."""
         try:
-            return self.finish_batch([photo], [small_matte], options, background, timer=timer)[0]
+            return self.render_batch([photo], [small_matte], options, background, timer=timer)[0]
         except torch.OutOfMemoryError:
             log.warning(
                 "%s out of memory for a %dx%d photo's post-processing; finishing it on the CPU",
@@ -129,9 +129,24 @@ class DevicePipeline:
         on_host = DevicePhoto(
             DeviceImage(image.rgb.cpu(), alpha, image.dpi, image.source_format), photo.network_input.cpu()
         )
-        return self.finish_batch([on_host], [small_matte.cpu()], options, background, timer=timer)[0]
+        return self.render_batch([on_host], [small_matte.cpu()], options, background, timer=timer)[0]
 
-    def finish_batch(
+    def finish(
+        self,
+        photo: DevicePhoto,
+        small_matte: torch.Tensor,
+        options: JobOptions,
+        background: BackgroundSpec | None = None,
+        *,
+        timer: StageTimer = untimed,
+    ) -> RenderedOutputs:
+        """The outputs of one photo from its network matte (``common.pipeline.finish``), on the CPU
+        when the device has no room for it."""
+        rendered = self.render(photo, small_matte, options, background, timer=timer)
+        with timer("encode"):
+            return rendered.encode()
+
+    def render_batch(
         self,
         photos: Sequence[DevicePhoto],
         small_mattes: Sequence[torch.Tensor],
@@ -139,8 +154,9 @@ class DevicePipeline:
         background: BackgroundSpec | None = None,
         *,
         timer: StageTimer = untimed,
-    ) -> list[RenderedOutputs]:
-        """The outputs of same-size photos with the same options, post-processed as one batch."""
+    ) -> list[RenderedPhoto]:
+        """Same-size photos with the same options post-processed as one batch, each left to be encoded
+        (by its own job's thread, so that host encodes of a batch run side by side)."""
         sizes = {(photo.image.height, photo.image.width) for photo in photos}
         if len(sizes) != 1 or len(photos) != len(small_mattes):
             raise ValueError(f"a batch needs one matte per photo and one photo size, got {sorted(sizes)}")
@@ -157,10 +173,17 @@ class DevicePipeline:
             result = None
             if OutputKind.COMPOSITE in kinds and not transparent:
                 result = composite(foreground, alpha, render_background(background, image, alpha))
-        with timer("encode"):
-            return [
-                self._encode(photo.image, index, options, alpha, rgba, result) for index, photo in enumerate(photos)
-            ]
+        return [
+            RenderedPhoto(
+                self.codec,
+                photo.image,
+                options,
+                alpha[index],
+                None if rgba is None else rgba[index],
+                None if result is None else result[index],
+            )
+            for index, photo in enumerate(photos)
+        ]
 
     def _full_resolution_mattes(
         self, photos: Sequence[DevicePhoto], small_mattes: Sequence[torch.Tensor], size: tuple[int, int]
@@ -172,15 +195,21 @@ class DevicePipeline:
                 alpha[index] *= photo.image.alpha
         return alpha
 
-    def _encode(
-        self,
-        image: DeviceImage,
-        index: int,
-        options: JobOptions,
-        alpha: torch.Tensor,
-        rgba: torch.Tensor | None,
-        result: torch.Tensor | None,
-    ) -> RenderedOutputs:
+
+@dataclass(frozen=True, eq=False)
+class RenderedPhoto:
+    """A photo's post-processed pixels, on the device (or on the host after a fallback), to be encoded
+    into the outputs its options ask for."""
+
+    codec: DeviceCodec
+    image: DeviceImage
+    options: JobOptions
+    alpha: torch.Tensor  # (1, H, W) float32 in [0, 1]
+    rgba: torch.Tensor | None  # (4, H, W): the cutout, when one is wanted
+    result: torch.Tensor | None  # (3, H, W) uint8: the composite on an opaque background
+
+    def encode(self) -> RenderedOutputs:
+        options, image = self.options, self.image
         kinds, dpi = options.output_kinds, image.dpi
         items: dict[OutputKind, RenderedOutput] = {}
 
@@ -189,19 +218,28 @@ class DevicePipeline:
 
         if OutputKind.COMPOSITE in kinds:
             fmt = options.composite_format
-            if result is None:
-                assert rgba is not None
-                add(OutputKind.COMPOSITE, encode_rgba_png(download(rgba[index]), dpi=dpi), fmt)
+            if self.result is None:
+                assert self.rgba is not None
+                add(OutputKind.COMPOSITE, encode_rgba_png(download(self.rgba), dpi=dpi), fmt)
             elif fmt is OutputFormat.JPEG:
-                add(OutputKind.COMPOSITE, self.codec.encode_jpeg(result[index], quality=options.quality, dpi=dpi), fmt)
+                add(OutputKind.COMPOSITE, self._jpeg(self.result), fmt)
             else:
                 add(
                     OutputKind.COMPOSITE,
-                    encode_image(download(result[index]), fmt.value, quality=options.quality, dpi=dpi),
+                    encode_image(download(self.result), fmt.value, quality=options.quality, dpi=dpi),
                     fmt,
                 )
-        if OutputKind.CUTOUT in kinds and rgba is not None:
-            add(OutputKind.CUTOUT, encode_rgba_png(download(rgba[index]), dpi=dpi), OutputFormat.PNG)
+        if OutputKind.CUTOUT in kinds and self.rgba is not None:
+            add(OutputKind.CUTOUT, encode_rgba_png(download(self.rgba), dpi=dpi), OutputFormat.PNG)
         if OutputKind.MATTE in kinds:
-            add(OutputKind.MATTE, encode_matte_png(alpha[index, 0].cpu().numpy(), dpi=dpi), OutputFormat.PNG)
+            add(OutputKind.MATTE, encode_matte_png(self.alpha[0].cpu().numpy(), dpi=dpi), OutputFormat.PNG)
         return RenderedOutputs(items)
+
+    def _jpeg(self, rgb: torch.Tensor) -> bytes:
+        """nvJPEG where the codec has it; the host encoder when the device has no room left for it."""
+        quality, dpi = self.options.quality, self.image.dpi
+        try:
+            return self.codec.encode_jpeg(rgb, quality=quality, dpi=dpi)
+        except torch.OutOfMemoryError:
+            log.warning("%s out of memory encoding a JPEG; encoding it on the host", rgb.device)
+            return encode_image(download(rgb), "jpeg", quality=quality, dpi=dpi)

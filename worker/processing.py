@@ -98,10 +98,12 @@ def _render_admitted(
             with timed("network"):
                 on_device = device_batcher.submit(photo.network_input).result()
             finished = finishing.submit(FinishingWork(photo, on_device.output, options, background)).result().output
-            # Each job observes the stages of the call that finished it (its batch's, when batched).
+            # Each job observes the stages of the call that post-processed it (its batch's, when batched)...
             for stage, seconds in finished.stages.items():
                 observe_stage(stage, seconds)
-            return result_files(finished.result()), None, on_device
+            with timed("encode"):  # ...and encodes its own photo, beside the other jobs' encodes
+                outputs = finished.result()
+            return result_files(outputs), None, on_device
         with timed("decode"):
             prepared = prepare(source, settings)
         with timed("network"):

@@ -6,6 +6,7 @@ on the CPU path. Here the pipeline runs on the CPU (the same torch code): only t
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,10 +20,10 @@ from PIL import Image
 from common import keyspace
 from common.jobs import InputInfo, JobStatus, new_job_id
 from common.options import JobOptions
-from common.pipeline import replace_photo
+from common.pipeline import RenderedOutputs, replace_photo
 from common.settings import Settings
 from common.storage import LocalStorage, input_key
-from worker.device_pipeline import DevicePipeline
+from worker.device_pipeline import DevicePipeline, RenderedPhoto
 from worker.processing import process_job
 from worker.runtime import ModelRunner
 from worker.service import WorkerService
@@ -152,14 +153,14 @@ def run_concurrently(service: WorkerService, jobs: list[tuple[bytes, JobOptions]
 def record_batches(service: WorkerService, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list, list]]:
     pipeline = service.device_pipeline
     assert pipeline is not None
-    real = pipeline.finish_batch
+    real = pipeline.render_batch
     calls: list[tuple[list, list]] = []
 
     def recorded(photos, mattes, options, background=None, **kwargs):  # type: ignore[no-untyped-def]
         calls.append((list(photos), list(mattes)))
         return real(photos, mattes, options, background, **kwargs)
 
-    monkeypatch.setattr(pipeline, "finish_batch", recorded)
+    monkeypatch.setattr(pipeline, "render_batch", recorded)
     return calls
 
 
@@ -191,6 +192,26 @@ def test_concurrent_same_size_jobs_finish_in_one_batch_as_each_alone(
         assert int(np.abs(np.frombuffer(got, np.uint8).astype(int) - np.frombuffer(want, np.uint8)).max()) <= 1
 
 
+def test_each_job_encodes_its_own_photo_outside_the_finishing_thread(
+    batching_service: WorkerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = batching_service
+    real = RenderedPhoto.encode
+    threads: list[str] = []
+
+    def encode(self: RenderedPhoto) -> RenderedOutputs:
+        threads.append(threading.current_thread().name)
+        return real(self)
+
+    monkeypatch.setattr(RenderedPhoto, "encode", encode)
+    options = JobOptions(background="red", format="png")
+    run_concurrently(service, [(sized_jpeg(96, 64, seed), options) for seed in (1, 2)])
+    assert service.finishing_batcher is not None and service.finishing_batcher.batches_run == 1
+    # One batch post-processed both photos; their encodes ran in the two jobs' threads, side by side.
+    assert len(threads) == 2 and len(set(threads)) == 2
+    assert "device-finishing-batcher" not in threads
+
+
 @pytest.mark.parametrize(
     "second",
     [(96, 64, JobOptions(background="blue", format="png")), (128, 96, JobOptions(background="red", format="png"))],
@@ -217,7 +238,7 @@ def test_a_batch_out_of_device_memory_finishes_each_photo_alone(
     service = batching_service
     pipeline = service.device_pipeline
     assert pipeline is not None and service.finishing_batcher is not None
-    real = pipeline.finish_batch
+    real = pipeline.render_batch
     sizes: list[int] = []
 
     def out_of_memory_for_two(photos, mattes, options, background=None, **kwargs):  # type: ignore[no-untyped-def]
@@ -226,7 +247,7 @@ def test_a_batch_out_of_device_memory_finishes_each_photo_alone(
             raise torch.OutOfMemoryError("out of memory (simulated)")
         return real(photos, mattes, options, background, **kwargs)
 
-    monkeypatch.setattr(pipeline, "finish_batch", out_of_memory_for_two)
+    monkeypatch.setattr(pipeline, "render_batch", out_of_memory_for_two)
     options = JobOptions(background="red", format="png")
     ids = run_concurrently(service, [(sized_jpeg(96, 64, seed), options) for seed in (1, 2)])
     assert sizes == [2, 1, 1]

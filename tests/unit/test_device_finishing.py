@@ -27,14 +27,21 @@ class BatchFailsPipeline:
         self.batches = 0
         self.alone: list[DevicePhoto] = []
 
-    def finish_batch(self, photos: Any, mattes: Any, options: Any, background: Any, *, timer: Any) -> Any:
+    def render_batch(self, photos: Any, mattes: Any, options: Any, background: Any, *, timer: Any) -> Any:
         self.batches += 1
         raise ValueError("one photo of the batch is bad")
 
-    def finish(self, photo: DevicePhoto, matte: Any, options: Any, background: Any, *, timer: Any) -> RenderedOutputs:
+    def render(self, photo: DevicePhoto, matte: Any, options: Any, background: Any, *, timer: Any) -> Any:
         self.alone.append(photo)
         if photo is self.bad:
             raise ValueError("this photo is bad")
+        return Rendered()
+
+
+class Rendered:
+    """A stand-in for ``RenderedPhoto``: encodes to no outputs."""
+
+    def encode(self) -> RenderedOutputs:
         return RenderedOutputs({})
 
 

@@ -122,7 +122,7 @@ def test_a_batch_of_photos_finishes_as_each_alone(engine: TorchEngine, settings:
     photos = [pipeline.prepare(jpeg(photo(144, 96, seed=s))) for s in (2, 3)]
     mattes = [pipeline.predict([p.network_input])[0] for p in photos]
     options = JobOptions(background="blur", format="png")
-    together = pipeline.finish_batch(photos, mattes, options)
+    together = [rendered.encode() for rendered in pipeline.render_batch(photos, mattes, options)]
     for index, one in enumerate(photos):
         alone = pipeline.finish(one, mattes[index], options)
         composite = OutputKind.COMPOSITE
@@ -149,6 +149,23 @@ def test_a_photo_that_runs_out_of_device_memory_is_finished_on_the_cpu(
     monkeypatch.setattr(device_pipeline, "estimate_foreground", out_of_memory_once)
     assert pipeline.finish(one, matte, options)[OutputKind.COMPOSITE].data == expected
     assert calls == [CPU, CPU]
+
+
+class OutOfMemoryCodec(DeviceCodec):
+    """nvJPEG as it fails when the device has no room left: every encode runs out of memory."""
+
+    def encode_jpeg(self, rgb: torch.Tensor, *, quality: int, dpi: tuple[float, float] | None) -> bytes:
+        raise torch.OutOfMemoryError("out of memory (simulated)")
+
+
+def test_a_jpeg_that_runs_out_of_device_memory_is_encoded_on_the_host(engine: TorchEngine, settings: Settings) -> None:
+    host = DevicePipeline(engine, settings)
+    failing = DevicePipeline(engine, settings, codec=OutOfMemoryCodec(CPU))
+    one = host.prepare(jpeg(photo(96, 64, seed=5)))
+    (matte,) = host.predict([one.network_input])
+    options = JobOptions(background="blue", format="jpeg")
+    expected = host.render(one, matte, options).encode()[OutputKind.COMPOSITE].data
+    assert failing.render(one, matte, options).encode()[OutputKind.COMPOSITE].data == expected
 
 
 def test_the_worker_takes_the_device_pipeline_only_on_a_cuda_torch_engine(engine: TorchEngine) -> None:
