@@ -60,6 +60,9 @@ class Attendance:
 
     @contextmanager
     def attending(self) -> Iterator[None]:
+        if self.current_thread_attends():  # already counted: a job is one attendee however it nests
+            yield
+            return
         with self.condition:
             self.active += 1
         self._local.attending = True

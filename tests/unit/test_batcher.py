@@ -136,7 +136,12 @@ def test_a_lone_attending_job_does_not_wait_out_the_delay() -> None:
     with attendance.attending():
         first = batcher.submit(("a", 1)).result(WAIT)
         second = batcher.submit(("a", 2)).result(WAIT)  # the same job again, after its first batch ran
+        with attendance.attending():  # nested: still one job
+            assert attendance.active == 1
+            third = batcher.submit(("a", 3)).result(WAIT)
+        assert attendance.active == 1 and attendance.current_thread_attends()
     assert (first.output, first.batch_size, second.output, second.batch_size) == (10, 1, 20, 1)
+    assert (third.output, third.batch_size) == (30, 1)
     assert attendance.active == 0 and attendance.waiting == 0
     batcher.close(WAIT)
 
