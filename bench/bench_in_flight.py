@@ -59,6 +59,8 @@ CANDIDATES = (
     Candidate("THROUGHPUT, static shape, asynchronous queue", "THROUGHPUT", static=True),
     Candidate("LATENCY, static batch of all, one request", "LATENCY", static=True, batch=True),
     Candidate("LATENCY, dynamic, one request of the batch", "LATENCY", batch=True),
+    Candidate("LATENCY, denormals flushed to zero", "LATENCY", extra={"CPU_DENORMALS_OPTIMIZATION": True}),
+    Candidate("THROUGHPUT, denormals flushed to zero", "THROUGHPUT", extra={"CPU_DENORMALS_OPTIMIZATION": True}),
 )
 
 
