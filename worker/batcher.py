@@ -46,10 +46,11 @@ class _Pending(Generic[In, Out]):
 class Attendance:
     """The jobs that may submit to a set of batchers, and how many of them are waiting on one now.
 
-    A job's thread wraps its work in ``attending()``; each item it submits counts as waiting until its
-    batch has run. When every attending job is waiting, no item can still join a batch, so the
-    batchers run what they hold at once instead of waiting out ``max_delay_ms``. The batchers share
-    this object's lock and condition.
+    A job's thread wraps its work in ``attending()``, and may ``leave()`` early, once it will submit
+    nothing more (its last forward pass is done, its post-processing is not); each item it submits
+    counts as waiting until its batch has run. When every attending job is waiting, no item can still
+    join a batch, so the batchers run what they hold at once instead of waiting out ``max_delay_ms``.
+    The batchers share this object's lock and condition.
     """
 
     def __init__(self) -> None:
@@ -59,27 +60,48 @@ class Attendance:
         self._local = threading.local()
 
     @contextmanager
-    def attending(self) -> Iterator[None]:
-        if self.current_thread_attends():  # already counted: a job is one attendee however it nests
-            yield
+    def attending(self) -> Iterator[Attendee]:
+        current: Attendee | None = getattr(self._local, "attendee", None)
+        if current is not None and not current.left:  # already counted: a job is one attendee however it nests
+            yield current
             return
+        attendee = Attendee(self)
         with self.condition:
             self.active += 1
-        self._local.attending = True
+        self._local.attendee = attendee
         try:
-            yield
+            yield attendee
         finally:
-            self._local.attending = False
-            with self.condition:
-                self.active -= 1
-                self.condition.notify_all()  # a batcher may have been waiting for this job
+            attendee.leave()
 
     def current_thread_attends(self) -> bool:
-        return bool(getattr(self._local, "attending", False))
+        attendee: Attendee | None = getattr(self._local, "attendee", None)
+        return attendee is not None and not attendee.left
 
     def everyone_waiting(self) -> bool:
         """Call with ``condition`` held."""
         return self.active > 0 and self.waiting >= self.active
+
+    def _leave(self, attendee: Attendee) -> None:
+        if getattr(self._local, "attendee", None) is attendee:
+            self._local.attendee = None
+        with self.condition:
+            self.active -= 1
+            self.condition.notify_all()  # a batcher may have been waiting for this job
+
+
+class Attendee:
+    """One job's place in an ``Attendance``, from ``attending()`` until it leaves."""
+
+    def __init__(self, attendance: Attendance) -> None:
+        self._attendance = attendance
+        self.left = False
+
+    def leave(self) -> None:
+        """The job will submit nothing more: batchers stop waiting for it. Only its first call counts."""
+        if not self.left:
+            self.left = True
+            self._attendance._leave(self)
 
 
 class Batcher(Generic[In, Out]):

@@ -26,7 +26,7 @@ from common.pipeline import (
     result_files,
 )
 from common.storage import result_key
-from worker.batcher import BatchResult
+from worker.batcher import Attendee, BatchResult
 from worker.device_finishing import FinishingWork
 from worker.metrics import observe_stage, timed
 from worker.service import WorkerService
@@ -66,8 +66,9 @@ def render(
     matte (None when the photo's own alpha was the matte)."""
     settings = service.settings
     options = job.options
-    # From here the job may submit to the batchers: they wait for it while it reads and decodes.
-    with service.attendance.attending():
+    # From here the job may submit to the batchers: they wait for it while it reads and decodes, until it
+    # leaves them after its last batch.
+    with service.attendance.attending() as attendee:
         with timed("read"):
             source = read_input(job, service)
             background_data = None
@@ -79,11 +80,11 @@ def render(
             pixel_count(background_data, settings) if background_data is not None else 0,
         )
         with service.memory.reserve(peak):
-            return _render_admitted(job, service, source, background_data)
+            return _render_admitted(job, service, source, background_data, attendee)
 
 
 def _render_admitted(
-    job: Job, service: WorkerService, source: bytes, background_data: bytes | None
+    job: Job, service: WorkerService, source: bytes, background_data: bytes | None, attendee: Attendee
 ) -> tuple[list[ResultFile], list[IdPhotoSummary] | None, BatchResult | None]:
     settings = service.settings
     options = job.options
@@ -98,6 +99,7 @@ def _render_admitted(
             with timed("network"):
                 on_device = device_batcher.submit(photo.network_input).result()
             finished = finishing.submit(FinishingWork(photo, on_device.output, options, background)).result().output
+            attendee.leave()
             # Each job observes the stages of the call that post-processed it (its batch's, when batched)...
             for stage, seconds in finished.stages.items():
                 observe_stage(stage, seconds)
@@ -108,6 +110,7 @@ def _render_admitted(
             prepared = prepare(source, settings)
         with timed("network"):
             forward = service.batcher.submit(prepared.network_input).result()
+        attendee.leave()
         finished = finish(prepared, forward.output, options, background, timer=timed)
         return result_files(finished.outputs), None, forward
     with timed("decode"):
@@ -120,6 +123,7 @@ def _render_admitted(
         return passes[-1].output
 
     matte = id_photo_matte(decoded, options, settings, through_batcher)
+    attendee.leave()
     forward = passes[-1] if passes else None
     with timed("faces"):
         faces = service.faces.detect(decoded.rgb)

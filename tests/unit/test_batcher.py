@@ -197,6 +197,30 @@ def test_a_job_that_leaves_without_submitting_releases_the_waiting_one() -> None
     batcher.close(WAIT)
 
 
+def test_a_job_that_has_left_is_not_waited_for_while_it_finishes() -> None:
+    attendance = Attendance()
+    batcher = _batcher(Recorder(), size=8, delay_ms=LONG_DELAY_MS, attendance=attendance)
+    left, may_end = threading.Event(), threading.Event()
+
+    def job_past_its_last_batch() -> None:
+        with attendance.attending() as attendee:
+            attendee.leave()  # its forward pass is done; its post-processing goes on
+            left.set()
+            may_end.wait(WAIT)
+            attendee.leave()  # a second call changes nothing
+
+    other = threading.Thread(target=job_past_its_last_batch)
+    other.start()
+    left.wait(WAIT)
+    with attendance.attending():
+        assert attendance.active == 1
+        assert batcher.submit(("a", 4)).result(WAIT).batch_size == 1  # not held for the other job
+    may_end.set()
+    other.join(WAIT)
+    assert attendance.active == 0
+    batcher.close(WAIT)
+
+
 def test_batchers_sharing_an_attendance_count_jobs_waiting_on_either() -> None:
     attendance = Attendance()
     network = _batcher(Recorder(), size=8, delay_ms=LONG_DELAY_MS, attendance=attendance)
