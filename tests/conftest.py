@@ -21,6 +21,7 @@ FOLDER_MARKERS = {
     "integration": pytest.mark.integration,
     "app": pytest.mark.app,
     "stores": pytest.mark.stores,
+    "cuda": pytest.mark.cuda,
 }
 
 

@@ -15,7 +15,7 @@ from worker.engines.base import Engine, EngineUnavailable, Precision, normalizat
 from worker.engines.cache import EngineCache, file_sha256
 from worker.engines.precision_check import check_precision, matte_difference
 from worker.engines.selection import EngineChoice, choose_engine, choose_precision
-from worker.engines.torch_engine import normalization_table
+from worker.engines.torch_engine import ieee_fp32_on_cuda, normalization_table
 from worker.modnet import MODNet
 from worker.runtime import ModelRunner, largest_usual_size, reduced_mode
 
@@ -57,6 +57,18 @@ def test_the_numpy_normalization_is_the_torch_one_exactly() -> None:
     x = to_network_input(images)
     assert x.shape == (2, 3, 64, 32) and x.dtype == np.float32 and x.flags.c_contiguous
     assert x[0, 1, 0, 0] == normalization_lut()[images[0][0, 0, 1]]
+
+
+def test_fp32_on_cuda_is_set_to_ieee_not_tf32() -> None:
+    """torch runs cuDNN's fp32 convolutions in TF32 unless told otherwise; the CUDA engine tells it."""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    try:
+        conv.fp32_precision = matmul.fp32_precision = "tf32"
+        ieee_fp32_on_cuda()
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
 
 
 def test_auto_takes_the_first_cpu_engine_that_builds_and_agrees(model: MODNet, reference: Engine) -> None:
