@@ -65,7 +65,7 @@ class BatchStore:
                 "expires_at": batch.expires_at.isoformat(),
                 "total": total,
                 "webhook_url": webhook_url or "",
-                keyspace.BATCH_FINISHED: 0,
+                **{keyspace.BATCH_TALLY.format(status=status.value): 0 for status in JobStatus},
             },
         )
         self.redis.expire(key, self.jobs.ttl)
@@ -86,17 +86,29 @@ class BatchStore:
         return list(self.redis.lrange(keyspace.BATCH_JOBS.format(batch_id=batch_id), start, stop))
 
     def jobs_of(self, batch_id: str, start: int = 0, stop: int = -1) -> list[Job | None]:
-        """The batch's jobs in submission order (None where a record expired, was deleted or is damaged)."""
-        return [self._readable(job_id) for job_id in self.job_ids(batch_id, start, stop)]
-
-    def _readable(self, job_id: str) -> Job | None:
-        try:
-            return self.jobs.get(job_id)
-        except RecordDamaged:
-            log.error("batch member %s has a damaged record; left out", job_id)
-            return None
+        """The batch's jobs in submission order (None where a record expired, was deleted or is damaged),
+        read in one round trip."""
+        ids = self.job_ids(batch_id, start, stop)
+        found: list[Job | None] = []
+        for job_id, job in zip(ids, self.jobs.get_many(ids), strict=True):
+            if isinstance(job, RecordDamaged):
+                log.error("batch member %s has a damaged record; left out", job_id)
+                job = None
+            found.append(job)
+        return found
 
     def counts(self, batch_id: str) -> BatchCounts:
+        """How many of the batch's jobs are in each state: one read of the tally the job scripts keep,
+        so that a poll, or the check after each of a batch's N jobs, costs one read, not N. A job deleted
+        once finished stays counted in its final state. A record written before tallies existed is
+        counted job by job."""
+        fields = [keyspace.BATCH_TALLY.format(status=status.value) for status in JobStatus]
+        tally = dict(zip(JobStatus, self.redis.hmget(keyspace.BATCH.format(batch_id=batch_id), fields), strict=True))
+        if tally[JobStatus.QUEUED] is None:
+            return self._scanned_counts(batch_id)
+        return BatchCounts(**{status.value: int(n or 0) for status, n in tally.items()})
+
+    def _scanned_counts(self, batch_id: str) -> BatchCounts:
         counts = {status.value: 0 for status in JobStatus}
         with self.redis.pipeline() as pipe:
             for job_id in self.job_ids(batch_id):
@@ -107,12 +119,7 @@ class BatchStore:
         return BatchCounts(**counts)
 
     def finished(self, batch: Batch) -> bool:
-        """Whether every job of the batch is in a final state: one read of the tally the job transitions
-        keep, so that checking after each of a batch's N jobs costs N reads, not N x N."""
-        tally = self.redis.hget(keyspace.BATCH.format(batch_id=batch.id), keyspace.BATCH_FINISHED)
-        if tally is None:  # a record written before batches had a tally: count its jobs
-            return self.counts(batch.id).finished >= batch.total
-        return int(tally) >= batch.total
+        return self.counts(batch.id).finished >= batch.total
 
     def claim_completion(self, batch_id: str) -> Batch | None:
         """The batch, once, to the first caller that sees every job of it finished (for its webhook)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -113,31 +113,51 @@ def now() -> datetime:
 # Fields stored as JSON inside the hash; the rest are plain strings.
 _JSON_FIELDS = ("input", "options", "results", "id_photos", "error")
 
-# Atomic creation: KEYS = [job hash, owner's pending set, pending index]; ARGV = [ttl seconds, job id,
-# now, pending limit (0: none), field, value, ...]. Returns 0 (and writes nothing) when the record
-# already exists, -1 - n when the owner already has n >= limit pending jobs, else 1.
-_CREATE_SCRIPT = """
+# A batch's tally of its jobs per state: fields ARGV-prefix .. state of its record (KEYS-prefix ..
+# batch id), kept by the two scripts below in the same atomic step as the job's own change. A batch
+# record that has expired, or was written before tallies existed (no queued field), is not touched.
+_TALLY_LUA = """
+local function tally(batch_prefix, field_prefix, batch, state, by)
+  if (not batch) or batch == '' then return end
+  local key = batch_prefix .. batch
+  if redis.call('HEXISTS', key, field_prefix .. 'queued') == 1 then
+    redis.call('HINCRBY', key, field_prefix .. state, by)
+  end
+end
+"""
+
+# Atomic creation: KEYS = [job hash, owner's pending set, pending index, batch-record prefix]; ARGV =
+# [ttl seconds, job id, now, pending limit (0: none), tally field prefix, field, value, ...]. Returns 0
+# (and writes nothing) when the record already exists, -1 - n when the owner already has n >= limit
+# pending jobs, else 1. A job of a batch is counted queued in its batch's tally.
+_CREATE_SCRIPT = (
+    _TALLY_LUA
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local limit = tonumber(ARGV[4])
 if limit > 0 then
   local pending = redis.call('SCARD', KEYS[2])
   if pending >= limit then return -1 - pending end
 end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+tally(KEYS[4], ARGV[5], redis.call('HGET', KEYS[1], 'batch_id'), 'queued', 1)
 return 1
 """
+)
 
 # Atomic transition: KEYS = [job hash, pending-set prefix, pending index, batch-record prefix]; ARGV =
 # [allowed current states (comma separated), ttl seconds, increment attempts (0/1), terminal (0/1), now,
-# the batch record's tally field, field, value, ...]. Returns the previous state, nil when the job does
-# not exist, or an error reply when the transition is not allowed. A terminal state takes the job out of
-# its owner's pending set (the concurrent-jobs quota) and out of the pending index, and counts it in its
-# batch's tally (a job reaches a final state once: no state leaves one); any other change is a sign of
-# life there. A batch record that has expired, or has no tally, is not touched (nor created again).
-_TRANSITION_SCRIPT = """
+# tally field prefix, field, value, ...]. Returns the previous state, nil when the job does not exist,
+# or an error reply when the transition is not allowed. A terminal state takes the job out of its
+# owner's pending set (the concurrent-jobs quota) and out of the pending index; any other change is a
+# sign of life there. A job of a batch moves from one state's tally to the other's (a job reaches a
+# final state once: no state leaves one).
+_TRANSITION_SCRIPT = (
+    _TALLY_LUA
+    + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return nil end
 local allowed = false
@@ -152,16 +172,19 @@ if ARGV[4] == '1' then
   local owner = redis.call('HGET', KEYS[1], 'owner')
   if owner and id then redis.call('SREM', KEYS[2] .. owner, id) end
   if id then redis.call('ZREM', KEYS[3], id) end
-  local batch = redis.call('HGET', KEYS[1], 'batch_id')
-  if batch and batch ~= '' and redis.call('HEXISTS', KEYS[4] .. batch, ARGV[6]) == 1 then
-    redis.call('HINCRBY', KEYS[4] .. batch, ARGV[6], 1)
-  end
 elseif id then
   redis.call('ZADD', KEYS[3], ARGV[5], id)
+end
+local target = redis.call('HGET', KEYS[1], 'status')
+if target ~= current then
+  local batch = redis.call('HGET', KEYS[1], 'batch_id')
+  tally(KEYS[4], ARGV[6], batch, current, -1)
+  tally(KEYS[4], ARGV[6], batch, target, 1)
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return current
 """
+)
 
 # One more delivery, unless the job has had its share: KEYS = [job hash, pending index]; ARGV = [most
 # deliveries, now, job id, delivery id]. A delivery id already counted (the same delivery, run again) is
@@ -284,10 +307,21 @@ class JobStore:
             background_image_key=background_image_key,
         )
         fields = _encode(job.model_dump(exclude_none=False) | {"input": info, "options": options, "results": {}})
-        args: list[str] = [str(self.ttl), job_id, repr(stamp.timestamp()), str(max_pending)]
+        args: list[str] = [
+            str(self.ttl),
+            job_id,
+            repr(stamp.timestamp()),
+            str(max_pending),
+            keyspace.BATCH_TALLY.format(status=""),
+        ]
         for name, value in fields.items():
             args += [name, value]
-        keys = [self.key(job_id), keyspace.PENDING.format(owner=owner), keyspace.PENDING_SINCE]
+        keys = [
+            self.key(job_id),
+            keyspace.PENDING.format(owner=owner),
+            keyspace.PENDING_SINCE,
+            keyspace.BATCH.format(batch_id=""),
+        ]
         created = self._create_script(keys=keys, args=args)
         if created == 0:
             raise JobExists(job_id)
@@ -314,7 +348,25 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         """The record, None when absent; ``RecordDamaged`` when it cannot be read."""
-        raw = self.redis.hgetall(self.key(job_id))
+        return self._read(job_id, self.redis.hgetall(self.key(job_id)))
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | RecordDamaged | None]:
+        """The records of ``job_ids`` in one round trip: each a job, None when absent, or the
+        ``RecordDamaged`` that ``get`` would raise for it."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.key(job_id))
+            raws = pipe.execute()
+        found: list[Job | RecordDamaged | None] = []
+        for job_id, raw in zip(job_ids, raws, strict=True):
+            try:
+                found.append(self._read(job_id, raw))
+            except RecordDamaged as exc:
+                found.append(exc)
+        return found
+
+    @staticmethod
+    def _read(job_id: str, raw: Mapping[str, str]) -> Job | None:
         if not raw:
             return None
         try:
@@ -388,7 +440,7 @@ class JobStore:
             "1" if count_attempt else "0",
             "1" if target.is_terminal else "0",
             repr(stamp.timestamp()),
-            keyspace.BATCH_FINISHED,
+            keyspace.BATCH_TALLY.format(status=""),
         ]
         for name, value in values.items():
             args += [name, value]

@@ -6,7 +6,7 @@ import pytest
 
 from common import keyspace
 from common.batches import BatchCounts, BatchStore
-from common.jobs import JobStore, TransitionRefused
+from common.jobs import JobStatus, JobStore, TransitionRefused
 from tests.stores.conftest import new_job
 
 
@@ -38,52 +38,73 @@ def test_counts_and_completion_are_claimed_once(batches: BatchStore, jobs: JobSt
     assert batches.claim_completion(batch.id) is None  # only the first caller gets it
 
 
-def tally(batches: BatchStore, batch_id: str) -> str | None:
-    return batches.redis.hget(keyspace.BATCH.format(batch_id=batch_id), keyspace.BATCH_FINISHED)
+def tally(batches: BatchStore, batch_id: str, status: str = "queued") -> str | None:
+    field = keyspace.BATCH_TALLY.format(status=status)
+    return batches.redis.hget(keyspace.BATCH.format(batch_id=batch_id), field)
 
 
-def test_completion_is_read_from_the_tally_the_transitions_keep(
+def test_counts_are_read_from_the_tally_the_job_scripts_keep(
     batches: BatchStore, jobs: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batch = batches.create("owner-a", 3)
-    members = [new_job(jobs, batch_id=batch.id) for _ in range(3)]
+    batch = batches.create("owner-a", 4)
+    members = [new_job(jobs, batch_id=batch.id) for _ in range(4)]
     for job in members:
         batches.add_job(batch, job.id)
     jobs.start(members[0].id)
-    jobs.start(members[0].id)  # a retry: still processing, not finished
-    jobs.succeed(members[0].id, {})
-    jobs.fail(members[1].id, "corrupt_image", "bad")
+    jobs.start(members[0].id)  # a retry: still processing, counted once
+    jobs.start(members[1].id)
+    jobs.succeed(members[1].id, {})
+    jobs.fail(members[2].id, "corrupt_image", "bad")
     with pytest.raises(TransitionRefused):
-        jobs.cancel(members[1].id)  # already final: refused, and not counted again
-    assert tally(batches, batch.id) == "2"
-    jobs.cancel(members[2].id)
-    assert tally(batches, batch.id) == "3"
+        jobs.cancel(members[2].id)  # already final: refused, and not counted again
+    expected = BatchCounts(queued=1, processing=1, succeeded=1, failed=1)
 
     def scanned(*args: object) -> object:
-        raise AssertionError("the completion check read every job")
+        raise AssertionError("the counts read every job")
 
-    monkeypatch.setattr(batches, "counts", scanned)
     monkeypatch.setattr(batches, "job_ids", scanned)
+    assert batches.counts(batch.id) == expected
+    assert not batches.finished(batch)
+    jobs.cancel(members[0].id)
+    jobs.cancel(members[3].id)
+    assert batches.counts(batch.id) == BatchCounts(succeeded=1, failed=1, canceled=2)
+    assert batches.claim_completion(batch.id) == batch
+
+
+def test_a_job_deleted_once_canceled_stays_counted_so_its_batch_completes(batches: BatchStore, jobs: JobStore) -> None:
+    batch = batches.create("owner-a", 2)
+    first, second = new_job(jobs, batch_id=batch.id), new_job(jobs, batch_id=batch.id)
+    for job in (first, second):
+        batches.add_job(batch, job.id)
+    jobs.cancel(first.id)  # DELETE /v1/jobs/{id} cancels a pending job, then removes its record
+    jobs.delete(first)
+    jobs.start(second.id)
+    jobs.succeed(second.id, {})
+    assert batches.counts(batch.id) == BatchCounts(succeeded=1, canceled=1)
     assert batches.claim_completion(batch.id) == batch
 
 
 def test_a_job_outliving_its_batch_record_does_not_bring_the_record_back(batches: BatchStore, jobs: JobStore) -> None:
-    batch = batches.create("owner-a", 1)
+    batch = batches.create("owner-a", 2)
     job = new_job(jobs, batch_id=batch.id)
     batches.add_job(batch, job.id)
     batches.redis.delete(keyspace.BATCH.format(batch_id=batch.id))  # as when the batch record expired
     jobs.fail(job.id, "corrupt_image", "bad")
+    new_job(jobs, batch_id=batch.id)
     assert batches.redis.exists(keyspace.BATCH.format(batch_id=batch.id)) == 0
 
 
 def test_a_batch_recorded_before_tallies_existed_is_counted_job_by_job(batches: BatchStore, jobs: JobStore) -> None:
     batch = batches.create("owner-a", 2)
-    batches.redis.hdel(keyspace.BATCH.format(batch_id=batch.id), keyspace.BATCH_FINISHED)
+    fields = [keyspace.BATCH_TALLY.format(status=status.value) for status in JobStatus]
+    batches.redis.hdel(keyspace.BATCH.format(batch_id=batch.id), *fields)
     members = [new_job(jobs, batch_id=batch.id) for _ in range(2)]
     for job in members:
         batches.add_job(batch, job.id)
     jobs.fail(members[0].id, "corrupt_image", "bad")
+    assert batches.counts(batch.id) == BatchCounts(queued=1, failed=1)
     assert batches.claim_completion(batch.id) is None
     jobs.cancel(members[1].id)
-    assert tally(batches, batch.id) is None  # no tally written into an old record
+    assert tally(batches, batch.id) is None and tally(batches, batch.id, "canceled") is None  # none written
+    assert batches.counts(batch.id) == BatchCounts(failed=1, canceled=1)
     assert batches.claim_completion(batch.id) == batch
