@@ -13,6 +13,8 @@ import math
 import os
 import re
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
@@ -43,6 +45,7 @@ from common.queue import BATCH_QUEUE, INTERACTIVE_QUEUE, notify_batch_completed,
 from common.storage import background_key, input_key, is_owned_by, validate_key
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+KEY_CHECKS_AT_ONCE = 16  # storage lookups of a JSON batch's keys in flight together
 _WAIT = re.compile(r"(?:^|[\s,;])wait=(\d+)")
 _IMAGE_BACKGROUND = "image"
 
@@ -133,12 +136,12 @@ def batch_requests_from_json(body: Any, api: ApiContext, owner: str) -> list[Job
     """
     options = options_of(body.options, Surface.BATCH)
     found = [JobRequest(options, image_url=check_url(url)) for url in body.image_urls]
-    for index, key in enumerate(body.keys):
+    for key in body.keys:
         try:
             validate_key(key)
         except ValueError as exc:
             raise InvalidInput(f"{key!r} is not an object key: {exc}") from None
-        size = _owned_upload_size(api, owner, key)
+    for index, (key, size) in enumerate(zip(body.keys, _owned_upload_sizes(api, owner, body.keys), strict=True)):
         if size is None:  # one answer for "absent" and "not yours": it tells nothing of other objects
             raise NotFound(f"keys[{index}] is no upload of this API key (its keys come from POST /v1/uploads)")
         refused = None
@@ -146,6 +149,15 @@ def batch_requests_from_json(body: Any, api: ApiContext, owner: str) -> list[Job
             refused = ImageTooLarge(f"{key} is larger than {api.settings.max_upload_bytes} bytes")
         found.append(JobRequest(options, source_key=key, refused=refused))
     return found
+
+
+def _owned_upload_sizes(api: ApiContext, owner: str, keys: Sequence[str]) -> list[int | None]:
+    """``_owned_upload_size`` of each key, KEY_CHECKS_AT_ONCE at a time: on S3 each is a request, and a
+    batch of thousands of keys checked one after another would keep its client waiting for minutes."""
+    if len(keys) <= 1:
+        return [_owned_upload_size(api, owner, key) for key in keys]
+    with ThreadPoolExecutor(min(KEY_CHECKS_AT_ONCE, len(keys)), thread_name_prefix="key-check") as pool:
+        return list(pool.map(lambda key: _owned_upload_size(api, owner, key), keys))
 
 
 def _owned_upload_size(api: ApiContext, owner: str, key: str) -> int | None:

@@ -45,17 +45,23 @@ def _upload(stack: Stack, photo: bytes, token: str | None = "") -> str:
 
 
 def test_upload_through_a_presigned_url_then_batch_by_key(s3: Stack) -> None:
-    photo = rgba_photo(41, size=(64, 80), transparent_cols=10)
-    key = _upload(s3, photo)
+    # Three keys: the API checks them against S3 side by side (gevent's threads), in order.
+    photos = [rgba_photo(41 + i, size=(64, 80), transparent_cols=10 + i) for i in range(3)]
+    keys = [_upload(s3, photo) for photo in photos]
     owner = s3.token.removeprefix("bd_").split("_", 1)[0]
-    assert key.startswith(f"uploads/{owner}/") and s3.storage.get(key) == photo
-    status, batch = _json(s3, "/v1/batches", {"keys": [key], "options": {"outputs": "cutout"}})
+    assert all(key.startswith(f"uploads/{owner}/") for key in keys)
+    assert [s3.storage.get(key) for key in keys] == photos
+    status, batch = _json(s3, "/v1/batches", {"keys": keys, "options": {"outputs": "cutout"}})
     assert status == 202, batch
     done = wait_batch(s3, batch["id"])
-    assert done["counts"]["succeeded"] == 1, done
-    cutout = s3.download(done["jobs"][0]["results"]["cutout"]["url"])
-    rgba = decode_image(cutout.body, max_pixels=10**7, min_side=1).alpha
-    assert rgba is not None and np.all(rgba[:, :10] == 0)  # the upload's own transparent columns
+    assert done["counts"]["succeeded"] == 3, done
+    for index, job in enumerate(done["jobs"]):  # in submission order
+        cutout = s3.download(job["results"]["cutout"]["url"])
+        rgba = decode_image(cutout.body, max_pixels=10**7, min_side=1).alpha
+        assert rgba is not None and np.all(rgba[:, : 10 + index] == 0)  # the upload's own transparent columns
+    missing = f"uploads/{owner}/never-uploaded.png"
+    status, refused = _json(s3, "/v1/batches", {"keys": [keys[0], missing, keys[1]]})
+    assert status == 404 and "keys[1]" in refused["error"]["message"], refused
 
 
 def test_a_key_cannot_name_another_keys_object(s3: Stack) -> None:
