@@ -124,8 +124,9 @@ class BodyDeadline:
 
     def _bounded(self, read: Any, size: int | None) -> Any:
         timer = None
-        if self._min_rate:
-            allowed = max(self._grace, (self._received + self._wanted(size)) / self._min_rate)
+        wanted = self._wanted(size)
+        if self._min_rate and wanted > 0:  # nothing left to read (the end of a whole body) is never late
+            allowed = max(self._grace, (self._received + wanted) / self._min_rate)
             remaining = self._started + allowed - time.monotonic()
             if remaining <= 0:
                 raise self._refuse(self._too_slow())
