@@ -213,10 +213,11 @@ def test_a_body_that_trickles_in_under_the_minimum_rate_is_answered_408_and_clos
 
 
 def test_a_body_that_takes_longer_than_the_timeout_at_a_fair_rate_is_accepted(strict_stack: Stack) -> None:
-    # 8 kB every 0.5 s: 16 kB a second, over MIN_RATE, the whole body taking three times the body timeout.
-    answer, sent = send_body_in_pieces(strict_stack, piece=8192, pause=0.5)
+    # 12 kB every 0.5 s: 24 kB a second, three times MIN_RATE, the whole body taking longer than the
+    # body timeout (1 s: at least three pauses).
+    answer, sent = send_body_in_pieces(strict_stack, piece=12288, pause=0.5)
     assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
-    assert sent > 3 * 8192
+    assert sent > 3 * 12288
 
 
 def test_waits_of_one_key_leave_other_clients_and_health_checks_answering(strict_stack: Stack) -> None:
