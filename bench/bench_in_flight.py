@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FIXTURES = REPO.parent / "shared" / "fixtures" / "modnet"
+from bench.bench_engines import FIXTURES, _photo  # noqa: E402
 
 Run = Callable[[list[np.ndarray]], list[np.ndarray]]
 
@@ -62,10 +62,6 @@ CANDIDATES = (
     Candidate("LATENCY, denormals flushed to zero", "LATENCY", extra={"CPU_DENORMALS_OPTIMIZATION": True}),
     Candidate("THROUGHPUT, denormals flushed to zero", "THROUGHPUT", extra={"CPU_DENORMALS_OPTIMIZATION": True}),
 )
-
-
-def _photos(count: int, size: int) -> list[np.ndarray]:
-    return [np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8) for seed in range(count)]
 
 
 def _compile(ov: Any, converted: Any, candidate: Candidate, threads: int, shape: list[int]) -> Any:
@@ -151,7 +147,7 @@ def bench(weights: Path, rounds: int, threads: int, count: int, size: int, only:
 
     converted = convert(model)
     current = _runner(ov, converted, CANDIDATES[0], threads, count, size)
-    images = _photos(count, size)
+    images = [_photo(size, size, seed) for seed in range(count)]
     reference = eager(images)
     print(
         f"torch {torch.__version__}, OpenVINO {openvino_version()}, {threads} threads, {count} images "

@@ -81,7 +81,7 @@ class WorkerService:
         # On a CUDA torch engine a photo stays on the GPU from decode to encode, batched there as tensors.
         self.device_pipeline = DevicePipeline.for_runner(runner, settings)
         self.device_batcher: Batcher[torch.Tensor, torch.Tensor] | None = None
-        # ...and its post-processing and encoding are batched too: same size, options and background.
+        # ...and its post-processing too (same size, options and background); each job encodes its own.
         self.finishing_batcher: Batcher[FinishingWork, FinishedPhoto] | None = None
         if self.device_pipeline is not None:
             self.device_batcher = Batcher(
