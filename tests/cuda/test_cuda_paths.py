@@ -19,6 +19,7 @@ from PIL import Image
 from common.options import JobOptions, OutputKind
 from common.settings import Settings
 from worker import device_pipeline
+from worker.checkpoint import load_modnet
 from worker.cuda_graphs import GraphedForward
 from worker.device_images import DeviceCodec, download, torchvision_io, upload
 from worker.device_pipeline import DevicePipeline
@@ -26,7 +27,6 @@ from worker.engines.base import Precision
 from worker.engines.calibration import calibration_portraits
 from worker.engines.precision_check import check_precision
 from worker.engines.torch_engine import TorchEngine
-from worker.modnet import MODNet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -35,24 +35,14 @@ CPU = torch.device("cpu")
 SHAPE = (512, 384)  # a shape bucket of the default settings (3:4)
 
 
-def modnet() -> MODNet:
-    torch.manual_seed(0)
-    model = MODNet().eval()
-    for module in model.modules():  # non-trivial statistics, as in the conftest's checkpoint
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return model
+@pytest.fixture(scope="module")
+def cuda_engine(official_format_checkpoint: Path) -> TorchEngine:
+    return TorchEngine(load_modnet(official_format_checkpoint, "cpu"), CUDA)
 
 
 @pytest.fixture(scope="module")
-def cuda_engine() -> TorchEngine:
-    return TorchEngine(modnet(), CUDA)
-
-
-@pytest.fixture(scope="module")
-def cpu_engine() -> TorchEngine:
-    return TorchEngine(modnet(), CPU)
+def cpu_engine(official_format_checkpoint: Path) -> TorchEngine:
+    return TorchEngine(load_modnet(official_format_checkpoint, "cpu"), CPU)
 
 
 @pytest.fixture
