@@ -14,10 +14,12 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,15 @@ class BatchResult(Generic[Out]):
     batch_size: int
 
 
+class BatchReason(StrEnum):
+    """What made a batch run."""
+
+    FULL = "full"  # it held max_batch_size items
+    DELAY = "delay"  # its oldest item had waited max_delay_ms
+    NOBODY_ELSE = "nobody_else"  # every job that could still submit an item was waiting on one
+    CLOSING = "closing"  # the batcher was closing
+
+
 @dataclass
 class _Pending(Generic[In, Out]):
     item: In
@@ -48,8 +59,10 @@ class Attendance:
 
     A job's thread wraps its work in ``attending()``, and may ``leave()`` early, once it will submit
     nothing more (its last forward pass is done, its post-processing is not); each item it submits
-    counts as waiting until its batch has run. When every attending job is waiting, no item can still
-    join a batch, so the batchers run what they hold at once instead of waiting out ``max_delay_ms``.
+    counts as waiting until its batch has run. A job that cannot submit for a while (it waits for memory
+    that only the jobs ahead of it free, once their batches have run) steps ``away()`` meanwhile. When
+    every attending job is waiting, no item can still join a batch, so the batchers run what they hold at
+    once instead of waiting out ``max_delay_ms``.
     The batchers share this object's lock and condition.
     """
 
@@ -103,6 +116,22 @@ class Attendee:
             self.left = True
             self._attendance._leave(self)
 
+    @contextmanager
+    def away(self) -> Iterator[None]:
+        """The job cannot submit during the block (it waits for memory held by jobs that need their
+        batches first): batchers do not wait for it until it is back."""
+        if self.left:
+            yield
+            return
+        with self._attendance.condition:
+            self._attendance.active -= 1
+            self._attendance.condition.notify_all()
+        try:
+            yield
+        finally:
+            with self._attendance.condition:
+                self._attendance.active += 1
+
 
 class Batcher(Generic[In, Out]):
     """One background thread that runs batches; ``submit`` is thread-safe and returns a Future."""
@@ -116,7 +145,9 @@ class Batcher(Generic[In, Out]):
         max_delay_ms: float,
         name: str = "batcher",
         attendance: Attendance | None = None,
+        on_batch: Callable[[str, BatchReason], None] | None = None,
     ) -> None:
+        """``on_batch(name, reason)`` is told of each batch before it runs (the worker counts them)."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self._run_batch = run_batch
@@ -127,7 +158,10 @@ class Batcher(Generic[In, Out]):
         self._attendance = attendance
         self._cond = attendance.condition if attendance is not None else threading.Condition()
         self._closed = False
+        self.name = name
+        self._on_batch = on_batch
         self.batches_run = 0
+        self.reasons: Counter[BatchReason] = Counter()  # batches taken to run, by what made them run
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -150,33 +184,51 @@ class Batcher(Generic[In, Out]):
             self._cond.notify_all()
         self._thread.join(timeout)
 
-    def _next_batch(self) -> list[_Pending[In, Out]] | None:
-        """Wait until some group is due; take up to max_batch_size items of it. None when closed and empty."""
+    def _due(self, pending: list[_Pending[In, Out]], remaining: float, nobody_to_wait_for: bool) -> BatchReason | None:
+        if len(pending) >= self.max_batch_size:
+            return BatchReason.FULL
+        if remaining <= 0:
+            return BatchReason.DELAY
+        if nobody_to_wait_for:
+            return BatchReason.NOBODY_ELSE
+        return BatchReason.CLOSING if self._closed else None
+
+    def _next_batch(self) -> tuple[list[_Pending[In, Out]], BatchReason] | None:
+        """Wait until some group is due; take up to max_batch_size items of it, with what made it due.
+        None when closed and empty."""
         with self._cond:
             while True:
                 now = time.monotonic()
-                due_key, wait = None, None
+                due_key, reason, wait = None, None, None
                 nobody_to_wait_for = self._attendance is not None and self._attendance.everyone_waiting()
                 for group_key, pending in self._groups.items():
                     remaining = pending[0].since + self.max_delay - now
-                    if len(pending) >= self.max_batch_size or remaining <= 0 or self._closed or nobody_to_wait_for:
+                    reason = self._due(pending, remaining, nobody_to_wait_for)
+                    if reason is not None:
                         due_key = group_key
                         break
                     wait = remaining if wait is None else min(wait, remaining)
-                if due_key is not None:
+                if due_key is not None and reason is not None:
                     pending = self._groups[due_key]
                     batch, rest = pending[: self.max_batch_size], pending[self.max_batch_size :]
                     if rest:
                         self._groups[due_key] = rest
                     else:
                         del self._groups[due_key]
-                    return batch
+                    self.reasons[reason] += 1
+                    return batch, reason
                 if self._closed:
                     return None
                 self._cond.wait(wait)
 
     def _loop(self) -> None:
-        while (batch := self._next_batch()) is not None:
+        while (due := self._next_batch()) is not None:
+            batch, reason = due
+            if self._on_batch is not None:
+                try:
+                    self._on_batch(self.name, reason)
+                except Exception:  # counting a batch never stops it running
+                    log.exception("on_batch failed for batcher %s", self.name)
             self._run(batch)
 
     def _run(self, batch: list[_Pending[In, Out]]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 
 class MemoryBudget:
@@ -44,13 +44,20 @@ class MemoryBudget:
         return self._holders == 0 or self._in_use + nbytes <= self.budget_bytes
 
     @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
-        """Hold ``nbytes`` of the budget for the duration of the block, waiting for room first."""
+    def reserve(self, nbytes: int, *, while_waiting: AbstractContextManager[object] | None = None) -> Iterator[None]:
+        """Hold ``nbytes`` of the budget for the duration of the block, waiting for room first; inside
+        ``while_waiting`` for as long as it has to wait (not entered when there is room at once)."""
         ticket = object()
         with self._cond:
             self._queue.append(ticket)
+
+            def admitted() -> bool:
+                return self._queue[0] is ticket and self._fits(nbytes)
+
             try:
-                self._cond.wait_for(lambda: self._queue[0] is ticket and self._fits(nbytes))
+                if not admitted():
+                    with while_waiting if while_waiting is not None else nullcontext():
+                        self._cond.wait_for(admitted)
             finally:
                 self._queue.remove(ticket)
                 self._cond.notify_all()  # the next in line may fit too, or may now be first

@@ -47,6 +47,12 @@ JOB_STAGE = Histogram(
     buckets=STAGE_BUCKETS,
 )
 BATCH_SIZE = Histogram("backdrop_batch_size", "Images per forward pass.", buckets=BATCH_SIZE_BUCKETS)
+BATCHES = Counter(
+    "backdrop_batches",
+    "Batches run, by batcher and by what made each run: full (max batch size), delay (max_delay_ms ran "
+    "out), nobody_else (every job that could join was already waiting), closing.",
+    ["batcher", "reason"],
+)
 FORWARD_SECONDS = Histogram("backdrop_forward_seconds", "Time of one forward pass.", buckets=STAGE_BUCKETS)
 IN_FLIGHT = Gauge("backdrop_worker_jobs_in_flight", "Jobs this worker process is running now.")
 MODEL = Info("backdrop_worker_model", "The model this worker runs: device, precision, engine, checkpoint.")
@@ -82,6 +88,10 @@ def observe_stage(stage: str, seconds: float) -> None:
 def observe_forward(batch_size: int, seconds: float) -> None:
     BATCH_SIZE.observe(batch_size)
     FORWARD_SECONDS.observe(seconds)
+
+
+def count_batch(batcher: str, reason: str) -> None:
+    BATCHES.labels(batcher, reason).inc()
 
 
 def describe_model(device: str, precision: str, engine: str, checkpoint: str) -> None:

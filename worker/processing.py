@@ -79,7 +79,8 @@ def render(
             pixel_count(source, settings),
             pixel_count(background_data, settings) if background_data is not None else 0,
         )
-        with service.memory.reserve(peak):
+        # While it waits for memory it cannot join a batch: the batchers do not wait for it meanwhile.
+        with service.memory.reserve(peak, while_waiting=attendee.away()):
             return _render_admitted(job, service, source, background_data, attendee)
 
 

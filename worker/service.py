@@ -28,7 +28,7 @@ from worker.device_finishing import FinishedPhoto, FinishingWork, finish_togethe
 from worker.device_pipeline import DevicePipeline
 from worker.faces import FaceDetector
 from worker.memory_budget import MemoryBudget
-from worker.metrics import observe_forward
+from worker.metrics import count_batch, observe_forward
 from worker.notifications import JobEvents
 from worker.presence import PresenceLoop
 from worker.reconciler import Reconciler, ReconcilerLoop
@@ -77,6 +77,7 @@ class WorkerService:
             max_delay_ms=settings.max_delay_ms,
             name="modnet-batcher",
             attendance=self.attendance,
+            on_batch=count_batch,
         )
         # On a CUDA torch engine a photo stays on the GPU from decode to encode, batched there as tensors.
         self.device_pipeline = DevicePipeline.for_runner(runner, settings)
@@ -91,6 +92,7 @@ class WorkerService:
                 max_delay_ms=settings.max_delay_ms,
                 name="modnet-device-batcher",
                 attendance=self.attendance,
+                on_batch=count_batch,
             )
             self.finishing_batcher = Batcher(
                 partial(finish_together, self.device_pipeline),
@@ -99,6 +101,7 @@ class WorkerService:
                 max_delay_ms=settings.max_delay_ms,
                 name="device-finishing-batcher",
                 attendance=self.attendance,
+                on_batch=count_batch,
             )
 
     @classmethod

@@ -109,6 +109,12 @@ def test_api_and_worker_metrics_move_with_real_jobs(stack_factory: Callable[...,
     assert value(worker_after, "backdrop_forward_seconds_count") >= 1
     assert value(worker_after, "backdrop_batch_size_count") == value(worker_after, "backdrop_forward_seconds_count")
     assert value(worker_after, "backdrop_batch_size_sum") >= 2  # images in all passes: one per job
+    # Each pass is counted once, by what ran it (the worker is still running: none ran for closing).
+    reasons = labelled(worker_after, "backdrop_batches_total")
+    assert {series["batcher"] for series in reasons} == {"modnet-batcher"}
+    ran = sum(value(worker_after, "backdrop_batches_total", **series) for series in reasons)
+    assert ran == value(worker_after, "backdrop_forward_seconds_count")
+    assert {series["reason"] for series in reasons} <= {"nobody_else", "full", "delay"}
     assert value(worker_after, "backdrop_worker_jobs_in_flight") == 0
     (model,) = labelled(worker_after, "backdrop_worker_model_info")
     assert model["device"] == "cpu" and model["engine"] and model["precision"]

@@ -11,6 +11,7 @@ worker's memory budget admits jobs by. The whole-image implementation this repla
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -31,6 +32,7 @@ from common.options import JobOptions
 from common.pipeline import job_peak_bytes
 from common.settings import Settings
 from common.storage import LocalStorage, input_key
+from worker.batcher import BatchReason
 from worker.processing import process_job
 from worker.runtime import ModelRunner
 from worker.service import WorkerService
@@ -107,9 +109,15 @@ def make_service(redis_url: str, runner: ModelRunner, tmp_path: Path) -> Iterato
         service.close()
 
 
-def _pass_sizes(service: WorkerService) -> list[int]:
+def _pass_sizes(service: WorkerService, *, busy: bool = True) -> list[int]:
     """Run ``JOBS`` jobs of 400x300 photos at once, in threads as the worker's pool runs them; the size
-    of the forward pass each one's matte came from."""
+    of the forward pass each one's matte came from.
+
+    This thread attends too, standing for the rest of a busy worker: without it, three jobs that reach
+    the batcher before the fourth has started would all be waiting, and their pass would run at once
+    without it (the batcher does not wait for a partner that has not arrived). So a pass runs when it
+    is full or its delay is out, and how many met in it depends on the memory budget alone. Not ``busy``:
+    these jobs are all the worker has."""
     buffer = io.BytesIO()
     Image.fromarray(np.full((300, 400, 3), 90, np.uint8)).save(buffer, "PNG")
     data = buffer.getvalue()
@@ -120,7 +128,7 @@ def _pass_sizes(service: WorkerService) -> list[int]:
         info = InputInfo(bytes=len(data), format="PNG", width=400, height=300)
         service.jobs.create(job_id, input_key(job_id), info, JobOptions(), owner="tests")
         ids.append(job_id)
-    with ThreadPoolExecutor(JOBS) as pool:
+    with ThreadPoolExecutor(JOBS) as pool, service.attendance.attending() if busy else contextlib.nullcontext():
         outcomes = list(pool.map(lambda job_id: process_job(service, job_id), ids))
     assert [outcome.status for outcome in outcomes] == [JobStatus.SUCCEEDED] * JOBS
     sizes = []
@@ -138,6 +146,17 @@ def test_jobs_run_side_by_side_within_the_budget(make_service: Callable[[int, in
 
 def test_jobs_above_the_budget_run_one_at_a_time(make_service: Callable[[int, int], WorkerService]) -> None:
     """Each job's estimate is above a 64 MB budget: each runs alone (its pass waits 250 ms for company
-    that cannot come), and none waits for ever."""
+    that cannot come: the memory held by the job before it), and none waits for ever."""
     assert job_peak_bytes(400 * 300) > 64 * 2**20
     assert _pass_sizes(make_service(64, 250)) == [1] * JOBS
+
+
+def test_jobs_waiting_for_memory_do_not_hold_up_the_pass_of_the_job_holding_it(
+    make_service: Callable[[int, int], WorkerService],
+) -> None:
+    """The jobs queued behind the budget cannot join the pass of the job that holds it (they get in
+    only once it has finished), so its pass runs as soon as it is the only job that could join it,
+    not when a long delay is out."""
+    service = make_service(64, 10_000)
+    assert _pass_sizes(service, busy=False) == [1] * JOBS
+    assert service.batcher.reasons == {BatchReason.NOBODY_ELSE: JOBS}

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from worker.batcher import Attendance, Batcher
+from worker.batcher import Attendance, Batcher, BatchReason
+from worker.memory_budget import MemoryBudget
 
 WAIT = 10  # seconds: a bound on a hang, not a timing assertion
 
@@ -255,4 +256,85 @@ def test_items_of_threads_outside_the_attendance_keep_the_delay() -> None:
         # One attending job, waiting: the group runs, the outside item with it.
         assert batcher.submit(("a", 2)).result(WAIT).batch_size == 2
     assert future.result(WAIT).output == 10
+    batcher.close(WAIT)
+
+
+def test_a_job_away_waiting_for_memory_is_not_waited_for() -> None:
+    """The second job waits for the memory the first holds until the first has finished, so it cannot
+    join the first job's batch: that batch runs without waiting for it, and the second runs after."""
+    attendance = Attendance()
+    batcher = _batcher(Recorder(), size=8, delay_ms=LONG_DELAY_MS, attendance=attendance)
+    memory = MemoryBudget(100)
+    results: dict[str, int] = {}
+
+    def job(name: str, value: int) -> None:
+        with attendance.attending() as attendee, memory.reserve(100, while_waiting=attendee.away()):
+            if name == "first":
+                second.start()
+                deadline = threading.Event()
+                while memory.waiting == 0 and not deadline.wait(0.001):  # the second job is queued
+                    pass
+                assert attendance.active == 1  # ...and away
+            results[name] = batcher.submit(("a", value)).result(WAIT).batch_size
+
+    second = threading.Thread(target=job, args=("second", 2))
+    first = threading.Thread(target=job, args=("first", 1))
+    first.start()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert results == {"first": 1, "second": 1}
+    assert batcher.reasons == {BatchReason.NOBODY_ELSE: 2}
+    assert attendance.active == 0 and attendance.waiting == 0
+    batcher.close(WAIT)
+
+
+def test_a_job_that_has_left_stays_out_after_being_away() -> None:
+    attendance = Attendance()
+    with attendance.attending() as attendee:
+        with attendee.away():
+            assert attendance.active == 0
+        assert attendance.active == 1
+        attendee.leave()
+        with attendee.away():
+            assert attendance.active == 0
+        assert attendance.active == 0
+
+
+def test_each_batch_is_counted_by_what_made_it_run() -> None:
+    told: list[tuple[str, BatchReason]] = []
+
+    def counted(delay_ms: float) -> Batcher[tuple[str, int], int]:
+        return Batcher(
+            Recorder(),
+            key=lambda item: item[0],
+            max_batch_size=2,
+            max_delay_ms=delay_ms,
+            name=f"after {delay_ms:g} ms",
+            on_batch=lambda name, reason: told.append((name, reason)),
+        )
+
+    short = counted(50)
+    full = [short.submit(("a", 1)), short.submit(("a", 2))]
+    assert [future.result(WAIT).batch_size for future in full] == [2, 2]
+    assert short.submit(("b", 3)).result(WAIT).batch_size == 1  # alone until its delay was out
+    short.close(WAIT)
+    long = counted(LONG_DELAY_MS)
+    pending = long.submit(("c", 4))
+    long.close(WAIT)  # runs what it holds
+    assert pending.result(0).output == 40
+    assert short.reasons == {BatchReason.FULL: 1, BatchReason.DELAY: 1}
+    assert long.reasons == {BatchReason.CLOSING: 1}
+    assert told == [
+        ("after 50 ms", BatchReason.FULL),
+        ("after 50 ms", BatchReason.DELAY),
+        ("after 60000 ms", BatchReason.CLOSING),
+    ]
+
+
+def test_a_failing_batch_counter_does_not_stop_the_batch() -> None:
+    def broken(name: str, reason: BatchReason) -> None:
+        raise RuntimeError("metrics are down")
+
+    batcher = Batcher(Recorder(), key=lambda item: item[0], max_batch_size=1, max_delay_ms=0, on_batch=broken)
+    assert batcher.submit(("a", 5)).result(WAIT).output == 50
     batcher.close(WAIT)

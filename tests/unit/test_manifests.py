@@ -404,6 +404,7 @@ def test_the_code_registers_the_metrics_the_readme_names(monkeypatch: pytest.Mon
         "backdrop_job_stage_seconds_bucket",
         "backdrop_batch_size_bucket",
         "backdrop_forward_seconds_bucket",
+        "backdrop_batches_total",
         "backdrop_worker_jobs_in_flight",
         "backdrop_worker_model_info",
     ):

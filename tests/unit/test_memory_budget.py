@@ -126,3 +126,37 @@ def test_an_error_inside_gives_the_bytes_back() -> None:
 def test_the_budget_must_be_positive() -> None:
     with pytest.raises(ValueError):
         MemoryBudget(0)
+
+
+class Away:
+    """A context manager that records whether it was entered."""
+
+    def __init__(self) -> None:
+        self.entered = self.exited = False
+
+    def __enter__(self) -> None:
+        self.entered = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.exited = True
+
+
+def test_while_waiting_is_entered_only_for_a_wait_and_left_once_admitted() -> None:
+    budget = MemoryBudget(100)
+    at_once = Away()
+    with budget.reserve(60, while_waiting=at_once):
+        assert not at_once.entered  # there was room: no wait
+        queued = Away()
+        admitted = threading.Event()
+
+        def second() -> None:
+            with budget.reserve(60, while_waiting=queued):
+                assert queued.exited  # back before its job starts
+                admitted.set()
+
+        thread = threading.Thread(target=second, daemon=True)
+        thread.start()
+        _until(lambda: budget.waiting == 1)
+        assert queued.entered and not queued.exited
+    assert admitted.wait(GUARD_SECONDS)
+    thread.join(GUARD_SECONDS)
