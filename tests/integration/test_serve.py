@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -128,3 +129,52 @@ def test_serve_says_which_checkpoint_and_device_it_loaded(tmp_path: Path, offici
     shown = output.read_text()
     assert f"the worker loaded MODNet from {official_format_checkpoint} on cpu (fp32)" in shown
     assert shown.index("the worker loaded MODNet") < shown.index("Backdrop is running")
+
+
+def _processes_with(variable: str) -> list[int]:
+    """The processes whose environment holds ``variable`` (NAME=value): this test's own children."""
+    found = []
+    needle = variable.encode() + b"\0"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_starting_stops_everything_it_started(tmp_path: Path, official_format_checkpoint: Path) -> None:
+    """Ctrl-C while the worker is still loading: serve stops what it has started and exits 0, as it
+    does once running, instead of dying on the interrupt mid-start."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    output = tmp_path / "serve.out"
+    argv = [str(BACKDROP), "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    with open(output, "wb") as log:
+        process = subprocess.Popen(argv, env=serve_env(official_format_checkpoint), stdout=log, stderr=log)
+    try:
+        wait_until(
+            lambda: "starting the worker" in output.read_text() or process.poll() is not None, 120, "the worker start"
+        )
+        assert process.poll() is None, output.read_text()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(120) == 0, output.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    shown = output.read_text()
+    assert "stopping..." in shown and "Aborted" not in shown, shown
+    assert "Backdrop is running" not in shown
+    # Its Redis and its worker (children in sessions of their own) are gone too.
+    redis_port = int(re.search(r"started Redis on 127\.0\.0\.1:(\d+)", shown).group(1))  # type: ignore[union-attr]
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", redis_port)) != 0, "its Redis still listens"
+    leftover = _processes_with(f"BACKDROP_DATA_DIR={data_dir.resolve()}")
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)
+    assert leftover == []

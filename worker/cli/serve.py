@@ -156,6 +156,8 @@ def serve(host: str, port: int, data_dir: Path | None, allow_anonymous: bool) ->
     # One user on one machine: no API keys unless asked for (BACKDROP_AUTH=required).
     env.setdefault("BACKDROP_AUTH", "disabled")
 
+    # From here Ctrl-C (or SIGTERM) means "stop": while starting too, what has started is stopped.
+    stop = StopRequest.install()
     children: list[ManagedProcess] = []
     explicit_redis = "redis_url" in settings.model_fields_set
     try:
@@ -181,16 +183,22 @@ def serve(host: str, port: int, data_dir: Path | None, allow_anonymous: bool) ->
 
         def worker_loaded() -> bool:
             loaded.update(loaded_worker(redis_url, worker.process.pid) or {})
-            return bool(loaded) or not worker.alive()
+            return bool(loaded) or not worker.alive() or stop.requested
 
         wait_until(worker_loaded, WORKER_START_TIMEOUT, "the worker")
+        if stop.requested:
+            return
         if not worker.alive():
             raise click.ClickException(f"the worker exited at start:\n{worker.log_tail()}")
         click.echo(describe_worker(loaded), err=True)
 
         api = ManagedProcess("api", api_argv(host, port), env=env, log_path=logs / "api.log", cwd=Path.cwd())
         children.append(api)
-        wait_until(lambda: api_ready(api, public_url) or not api.alive(), API_START_TIMEOUT, "the API")
+        wait_until(
+            lambda: api_ready(api, public_url) or not api.alive() or stop.requested, API_START_TIMEOUT, "the API"
+        )
+        if stop.requested:
+            return
         if not api.alive():
             if _bind_error(host, port) is not None:
                 raise click.ClickException(
@@ -206,26 +214,37 @@ def serve(host: str, port: int, data_dir: Path | None, allow_anonymous: bool) ->
             f"  from curl:  curl -F image=@photo.jpg -F background=blue {public_url}/v1/jobs",
             err=True,
         )
-        _wait_for_stop(children)
+        _wait_for_stop(children, stop)
     finally:
+        if stop.requested:
+            click.echo("stopping...", err=True)
         _stop_all(children)
 
 
-def _wait_for_stop(children: list[ManagedProcess]) -> None:
-    stop = {"requested": False}
+class StopRequest:
+    """Set by SIGINT or SIGTERM once installed; a second signal while stopping changes nothing."""
 
-    def request_stop(signum: int, _frame: object) -> None:
-        stop["requested"] = True
+    def __init__(self) -> None:
+        self.requested = False
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    while not stop["requested"]:
+    @classmethod
+    def install(cls) -> StopRequest:
+        request = cls()
+        signal.signal(signal.SIGINT, request._set)
+        signal.signal(signal.SIGTERM, request._set)
+        return request
+
+    def _set(self, signum: int, _frame: object) -> None:
+        self.requested = True
+
+
+def _wait_for_stop(children: list[ManagedProcess], stop: StopRequest) -> None:
+    while not stop.requested:
         for child in children:
             if not child.alive():
                 click.echo(f"{child.name} exited unexpectedly:\n{child.log_tail()}", err=True)
                 sys.exit(1)
         time.sleep(0.2)
-    click.echo("stopping...", err=True)
 
 
 def _stop_all(children: list[ManagedProcess]) -> None:
