@@ -111,17 +111,25 @@ def test_the_readiness_probe_is_not_fooled_by_another_server(
     assert not api_ready(idle, url)
 
 
+def serve_until(data_dir: Path, model_path: Path, output: Path, line: str) -> subprocess.Popen[bytes]:
+    """``backdrop serve`` on a free port, its output in ``output``, once it has printed ``line`` (or exited)."""
+    argv = [str(BACKDROP), "serve", "--port", str(free_port()), "--data-dir", str(data_dir)]
+    with open(output, "wb") as log:
+        process = subprocess.Popen(argv, env=serve_env(model_path), stdout=log, stderr=log)
+    try:
+        wait_until(lambda: line in output.read_text() or process.poll() is not None, 180, "backdrop serve")
+    except TimeoutError:
+        process.kill()
+        process.wait(30)
+        raise
+    return process
+
+
 @pytest.mark.slow
 def test_serve_says_which_checkpoint_and_device_it_loaded(tmp_path: Path, official_format_checkpoint: Path) -> None:
-    port = free_port()
     output = tmp_path / "serve.out"
-    argv = [str(BACKDROP), "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")]
-    with open(output, "wb") as log:
-        process = subprocess.Popen(argv, env=serve_env(official_format_checkpoint), stdout=log, stderr=log)
+    process = serve_until(tmp_path / "data", official_format_checkpoint, output, "Backdrop is running")
     try:
-        wait_until(
-            lambda: "Backdrop is running" in output.read_text() or process.poll() is not None, 180, "backdrop serve"
-        )
         assert process.poll() is None, output.read_text()
     finally:
         process.send_signal(signal.SIGINT)
@@ -150,16 +158,10 @@ def _processes_with(variable: str) -> list[int]:
 def test_ctrl_c_while_starting_stops_everything_it_started(tmp_path: Path, official_format_checkpoint: Path) -> None:
     """Ctrl-C while the worker is still loading: serve stops what it has started and exits 0, as it
     does once running, instead of dying on the interrupt mid-start."""
-    port = free_port()
     data_dir = tmp_path / "data"
     output = tmp_path / "serve.out"
-    argv = [str(BACKDROP), "serve", "--port", str(port), "--data-dir", str(data_dir)]
-    with open(output, "wb") as log:
-        process = subprocess.Popen(argv, env=serve_env(official_format_checkpoint), stdout=log, stderr=log)
+    process = serve_until(data_dir, official_format_checkpoint, output, "starting the worker")
     try:
-        wait_until(
-            lambda: "starting the worker" in output.read_text() or process.poll() is not None, 120, "the worker start"
-        )
         assert process.poll() is None, output.read_text()
         process.send_signal(signal.SIGINT)
         assert process.wait(120) == 0, output.read_text()
