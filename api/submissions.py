@@ -46,6 +46,7 @@ from common.storage import background_key, input_key, is_owned_by, validate_key
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 KEY_CHECKS_AT_ONCE = 16  # storage lookups of a JSON batch's keys in flight together
+BATCH_WRITE_CHUNK = 256  # a batch's records written in one round trip, before their messages are sent
 _WAIT = re.compile(r"(?:^|[\s,;])wait=(\d+)")
 _IMAGE_BACKGROUND = "image"
 
@@ -194,19 +195,73 @@ def enqueue_job(
     request: JobRequest,
     *,
     job_id: str | None = None,
-    batch_id: str | None = None,
-    queue: str = INTERACTIVE_QUEUE,
     max_pending: int = 0,
 ) -> Job:
     """Store the upload, write the record, then send the message (which carries only the job id).
-    ``max_pending``: the owner's quota, checked atomically with the write of the record (0: checked by
-    the caller, as a batch does for all its jobs at once).
+    ``max_pending``: the owner's quota, checked atomically with the write of the record (0: no limit).
 
     ``job_id``: the id an Idempotency-Key reserved; when a concurrent request with that key wrote the
     record first, that record is the answer and no second message is sent. A crash after the record
     and before the message leaves a queued job with no message, which the workers' reconciler enqueues.
     """
-    job_id = job_id or new_job_id()
+    job = _stored_record(api, owner, request, job_id or new_job_id())
+    try:
+        api.jobs.insert(job, max_pending=max_pending)
+    except TooManyPending:
+        _delete_uploads(api, request, job)  # the refused job's upload must not linger until retention
+        raise
+    except JobExists:
+        existing = api.jobs.get(job.id)
+        if existing is None:
+            raise QueueUnavailable("the job was being created by another request; try again") from None
+        return existing
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
+    if request.refused is not None:
+        return _refused(api, job, request.refused)
+    _send(api, [job], INTERACTIVE_QUEUE)
+    return job
+
+
+def enqueue_batch(api: ApiContext, owner: str, requests: list[JobRequest]) -> Batch:
+    """A batch record and one job per request on the batch queue; one webhook for the whole batch.
+
+    The records are written ``BATCH_WRITE_CHUNK`` at a time, each chunk in one round trip with its
+    entries in the batch's job list, and then its messages are sent: as for one job, a crash between a
+    record and its message leaves a queued job that the workers' reconciler enqueues."""
+    if not requests:
+        raise InvalidInput("a batch needs at least one image")
+    if len(requests) > api.settings.max_batch_jobs:
+        raise InvalidInput(f"a batch holds at most {api.settings.max_batch_jobs} images")
+    check_quota(api, owner, adding=len(requests))
+    batch = api.batches.create(owner, len(requests), requests[0].options.webhook_url)
+    for start in range(0, len(requests), BATCH_WRITE_CHUNK):
+        chunk = requests[start : start + BATCH_WRITE_CHUNK]
+        jobs = [
+            _stored_record(
+                api,
+                owner,
+                replace(request, options=request.options.model_copy(update={"webhook_url": None})),
+                new_job_id(),
+                batch_id=batch.id,
+            )
+            for request in chunk
+        ]
+        try:
+            api.jobs.insert_many(jobs)
+            api.batches.add_jobs(batch, [job.id for job in jobs])
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
+        for request, job in zip(chunk, jobs, strict=True):
+            if request.refused is not None:
+                _refused(api, job, request.refused)
+        _send(api, [job for request, job in zip(chunk, jobs, strict=True) if request.refused is None], BATCH_QUEUE)
+    notify_batch_completed(api.celery, api.batches, batch.id)  # when every photo was refused at once
+    return batch
+
+
+def _stored_record(api: ApiContext, owner: str, request: JobRequest, job_id: str, batch_id: str | None = None) -> Job:
+    """The request's uploads stored under the job's keys, and its record, not written yet."""
     key = request.source_key or input_key(job_id)
     if request.image is not None and request.refused is None:
         request.image.store(api, key)
@@ -220,59 +275,45 @@ def enqueue_job(
         if image is not None
         else InputInfo(bytes=None, format=None, width=None, height=None)
     )
+    return api.jobs.new(
+        job_id,
+        key,
+        input_info,
+        request.options,
+        owner=owner,
+        batch_id=batch_id,
+        image_url=request.image_url,
+        background_image_key=background,
+    )
+
+
+def _delete_uploads(api: ApiContext, request: JobRequest, job: Job) -> None:
+    for stored in (job.input_key if request.source_key is None else None, job.background_image_key):
+        if stored is not None:
+            api.storage.delete(stored)
+
+
+def _refused(api: ApiContext, job: Job, refused: InvalidInput) -> Job:
+    """One bad photo of a batch fails alone, with its code, instead of refusing the batch."""
     try:
-        job = api.jobs.create(
-            job_id,
-            key,
-            input_info,
-            request.options,
-            owner=owner,
-            batch_id=batch_id,
-            image_url=request.image_url,
-            background_image_key=background,
-            max_pending=max_pending,
-        )
-        if request.refused is not None:
-            # One bad photo of a batch fails alone, with its code, instead of refusing the batch.
-            api.jobs.fail(job_id, request.refused.code, request.refused.message)
-            return api.jobs.get(job_id) or job
-    except TooManyPending:
-        for stored in (key if request.source_key is None else None, background):
-            if stored is not None:
-                api.storage.delete(stored)  # the refused job's upload must not linger until retention
-        raise
-    except JobExists:
-        existing = api.jobs.get(job_id)
-        if existing is None:
-            raise QueueUnavailable("the job was being created by another request; try again") from None
-        return existing
+        api.jobs.fail(job.id, refused.code, refused.message)
+        return api.jobs.get(job.id) or job
     except redis.RedisError as exc:
         raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
-    _exit_if_asked(api)
-    try:
-        send_job(api.celery, job_id, queue)
-    except (redis.RedisError, OperationalError) as exc:
-        # Not enqueued: do not leave a record that would sit "queued" until its TTL.
-        with suppress(redis.RedisError):
-            api.jobs.delete(job)
-        raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
-    return job
 
 
-def enqueue_batch(api: ApiContext, owner: str, requests: list[JobRequest]) -> Batch:
-    """A batch record and one job per request on the batch queue; one webhook for the whole batch."""
-    if not requests:
-        raise InvalidInput("a batch needs at least one image")
-    if len(requests) > api.settings.max_batch_jobs:
-        raise InvalidInput(f"a batch holds at most {api.settings.max_batch_jobs} images")
-    check_quota(api, owner, adding=len(requests))
-    batch = api.batches.create(owner, len(requests), requests[0].options.webhook_url)
-    for request in requests:
-        per_job = replace(request, options=request.options.model_copy(update={"webhook_url": None}))
-        job = enqueue_job(api, owner, per_job, batch_id=batch.id, queue=BATCH_QUEUE)
-        api.batches.add_job(batch, job.id)
-    notify_batch_completed(api.celery, api.batches, batch.id)  # when every photo was refused at once
-    return batch
+def _send(api: ApiContext, jobs: Sequence[Job], queue: str) -> None:
+    """Send the jobs' messages, in order. When one cannot be sent, its record and those of the jobs
+    after it are deleted (not left "queued" until their TTL) and the request fails."""
+    for index, job in enumerate(jobs):
+        _exit_if_asked(api)
+        try:
+            send_job(api.celery, job.id, queue)
+        except (redis.RedisError, OperationalError) as exc:
+            with suppress(redis.RedisError):
+                for unsent in jobs[index:]:
+                    api.jobs.delete(unsent)
+            raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
 
 
 def _exit_if_asked(api: ApiContext) -> None:

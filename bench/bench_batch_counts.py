@@ -48,7 +48,7 @@ def main() -> None:
             for index in range(size):
                 job_id = new_job_id()
                 jobs.create(job_id, f"inputs/{job_id}", info, options, owner="bench", batch_id=batch.id)
-                batches.add_job(batch, job_id)
+                batches.add_jobs(batch, [job_id])
                 if index % 3 == 0:
                     jobs.start(job_id)
                 if index % 6 == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import redis
@@ -71,10 +72,13 @@ class BatchStore:
         self.redis.expire(key, self.jobs.ttl)
         return batch
 
-    def add_job(self, batch: Batch, job_id: str) -> None:
+    def add_jobs(self, batch: Batch, job_ids: Sequence[str]) -> None:
+        """Append jobs to the batch's list, in submission order."""
+        if not job_ids:
+            return
         key = keyspace.BATCH_JOBS.format(batch_id=batch.id)
         with self.redis.pipeline() as pipe:
-            pipe.rpush(key, job_id)
+            pipe.rpush(key, *job_ids)
             pipe.expire(key, self.jobs.ttl)
             pipe.execute()
 

@@ -275,7 +275,7 @@ class JobStore:
     def key(job_id: str) -> str:
         return keyspace.JOB.format(job_id=job_id)
 
-    def create(
+    def new(
         self,
         job_id: str,
         input_key: str,
@@ -286,13 +286,10 @@ class JobStore:
         batch_id: str | None = None,
         image_url: str | None = None,
         background_image_key: str | None = None,
-        max_pending: int = 0,
     ) -> Job:
-        """Write a new queued record; ``JobExists`` when the id is taken, ``TooManyPending`` when the
-        owner already has ``max_pending`` (0: no limit) queued or processing jobs, checked in the same
-        atomic step as the write so that concurrent submissions cannot pass the quota together."""
+        """A new queued record, not written yet (``insert``, ``insert_many``)."""
         stamp = now()
-        job = Job(
+        return Job(
             id=job_id,
             owner=owner,
             status=JobStatus.QUEUED,
@@ -306,30 +303,79 @@ class JobStore:
             image_url=image_url,
             background_image_key=background_image_key,
         )
-        fields = _encode(job.model_dump(exclude_none=False) | {"input": info, "options": options, "results": {}})
+
+    def create(
+        self,
+        job_id: str,
+        input_key: str,
+        info: InputInfo,
+        options: JobOptions,
+        *,
+        owner: str,
+        batch_id: str | None = None,
+        image_url: str | None = None,
+        background_image_key: str | None = None,
+        max_pending: int = 0,
+    ) -> Job:
+        """Write a new queued record (``new`` then ``insert``)."""
+        record = self.new(
+            job_id,
+            input_key,
+            info,
+            options,
+            owner=owner,
+            batch_id=batch_id,
+            image_url=image_url,
+            background_image_key=background_image_key,
+        )
+        return self.insert(record, max_pending=max_pending)
+
+    def insert(self, job: Job, *, max_pending: int = 0) -> Job:
+        """Write a new record; ``JobExists`` when the id is taken, ``TooManyPending`` when the owner
+        already has ``max_pending`` (0: no limit) queued or processing jobs, checked in the same atomic
+        step as the write so that concurrent submissions cannot pass the quota together."""
+        created = self._create_script(*self._create_call(job, max_pending))
+        if created == 0:
+            raise JobExists(job.id)
+        if created < 0:
+            raise TooManyPending(
+                f"{-created - 1} jobs are already queued or processing for this key (limit {max_pending})"
+            )
+        return job
+
+    def insert_many(self, jobs: Sequence[Job]) -> None:
+        """Write new records in one round trip, each in its own atomic step, with no pending limit (a
+        batch checks its owner's quota for all its jobs at once). ``JobExists`` names the ids that were
+        taken; the others are written."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                self._create_script(*self._create_call(job, 0), client=pipe)
+            created = pipe.execute()
+        taken = [job.id for job, result in zip(jobs, created, strict=True) if result == 0]
+        if taken:
+            raise JobExists(", ".join(taken))
+
+    def _create_call(self, job: Job, max_pending: int) -> tuple[list[str], list[str]]:
+        """The keys and arguments of the create script for ``job``."""
+        fields = _encode(
+            job.model_dump(exclude_none=False) | {"input": job.input, "options": job.options, "results": {}}
+        )
         args: list[str] = [
             str(self.ttl),
-            job_id,
-            repr(stamp.timestamp()),
+            job.id,
+            repr(job.created_at.timestamp()),
             str(max_pending),
             keyspace.BATCH_TALLY.format(status=""),
         ]
         for name, value in fields.items():
             args += [name, value]
         keys = [
-            self.key(job_id),
-            keyspace.PENDING.format(owner=owner),
+            self.key(job.id),
+            keyspace.PENDING.format(owner=job.owner),
             keyspace.PENDING_SINCE,
             keyspace.BATCH.format(batch_id=""),
         ]
-        created = self._create_script(keys=keys, args=args)
-        if created == 0:
-            raise JobExists(job_id)
-        if created < 0:
-            raise TooManyPending(
-                f"{-created - 1} jobs are already queued or processing for this key (limit {max_pending})"
-            )
-        return job
+        return keys, args
 
     def pending_count(self, owner: str) -> int:
         """How many of ``owner``'s jobs are queued or processing (records that expired are dropped)."""

@@ -14,7 +14,7 @@ def test_a_batch_lists_its_jobs_in_submission_order(batches: BatchStore, jobs: J
     batch = batches.create("owner-a", 3, "https://example.invalid/hook")
     members = [new_job(jobs, batch_id=batch.id) for _ in range(3)]
     for job in members:
-        batches.add_job(batch, job.id)
+        batches.add_jobs(batch, [job.id])
     assert batches.get(batch.id) == batch
     assert batches.job_ids(batch.id) == [job.id for job in members]
     assert [job.id for job in batches.jobs_of(batch.id, 1, 2)] == [members[1].id, members[2].id]
@@ -24,8 +24,8 @@ def test_a_batch_lists_its_jobs_in_submission_order(batches: BatchStore, jobs: J
 def test_counts_and_completion_are_claimed_once(batches: BatchStore, jobs: JobStore) -> None:
     batch = batches.create("owner-a", 2)
     first, second = new_job(jobs, batch_id=batch.id), new_job(jobs, batch_id=batch.id)
-    batches.add_job(batch, first.id)
-    batches.add_job(batch, second.id)
+    batches.add_jobs(batch, [first.id])
+    batches.add_jobs(batch, [second.id])
     assert batches.counts(batch.id) == BatchCounts(queued=2)
     jobs.fail(first.id, "corrupt_image", "bad")
     assert batches.counts(batch.id).finished == 1 and not batches.finished(batch)
@@ -49,7 +49,7 @@ def test_counts_are_read_from_the_tally_the_job_scripts_keep(
     batch = batches.create("owner-a", 4)
     members = [new_job(jobs, batch_id=batch.id) for _ in range(4)]
     for job in members:
-        batches.add_job(batch, job.id)
+        batches.add_jobs(batch, [job.id])
     jobs.start(members[0].id)
     jobs.start(members[0].id)  # a retry: still processing, counted once
     jobs.start(members[1].id)
@@ -75,7 +75,7 @@ def test_a_job_deleted_once_canceled_stays_counted_so_its_batch_completes(batche
     batch = batches.create("owner-a", 2)
     first, second = new_job(jobs, batch_id=batch.id), new_job(jobs, batch_id=batch.id)
     for job in (first, second):
-        batches.add_job(batch, job.id)
+        batches.add_jobs(batch, [job.id])
     jobs.cancel(first.id)  # DELETE /v1/jobs/{id} cancels a pending job, then removes its record
     jobs.delete(first)
     jobs.start(second.id)
@@ -87,7 +87,7 @@ def test_a_job_deleted_once_canceled_stays_counted_so_its_batch_completes(batche
 def test_a_job_outliving_its_batch_record_does_not_bring_the_record_back(batches: BatchStore, jobs: JobStore) -> None:
     batch = batches.create("owner-a", 2)
     job = new_job(jobs, batch_id=batch.id)
-    batches.add_job(batch, job.id)
+    batches.add_jobs(batch, [job.id])
     batches.redis.delete(keyspace.BATCH.format(batch_id=batch.id))  # as when the batch record expired
     jobs.fail(job.id, "corrupt_image", "bad")
     new_job(jobs, batch_id=batch.id)
@@ -100,7 +100,7 @@ def test_a_batch_recorded_before_tallies_existed_is_counted_job_by_job(batches: 
     batches.redis.hdel(keyspace.BATCH.format(batch_id=batch.id), *fields)
     members = [new_job(jobs, batch_id=batch.id) for _ in range(2)]
     for job in members:
-        batches.add_job(batch, job.id)
+        batches.add_jobs(batch, [job.id])
     jobs.fail(members[0].id, "corrupt_image", "bad")
     assert batches.counts(batch.id) == BatchCounts(queued=1, failed=1)
     assert batches.claim_completion(batch.id) is None

@@ -6,7 +6,8 @@ import pytest
 import redis
 
 from common import keyspace
-from common.jobs import JobExists, JobStatus, JobStore, ResultInfo, TransitionRefused
+from common.batches import BatchStore
+from common.jobs import InputInfo, JobExists, JobStatus, JobStore, ResultInfo, TransitionRefused, new_job_id
 from common.options import JobOptions
 from tests.stores.conftest import TTL_SECONDS, new_job
 
@@ -132,3 +133,23 @@ def test_jobs_of_the_pending_sets_join_the_index(jobs: JobStore, client: redis.R
     assert jobs.index_pending_sets() == 2
     assert {job_id for job_id, _ in jobs.stale(float("inf"), 10)} == {first.id, second.id}
     assert jobs.index_pending_sets() == 0
+
+
+def test_records_written_together_are_each_what_one_write_makes(jobs: JobStore, batches: BatchStore) -> None:
+    batch = batches.create("owner-a", 3)
+    info = InputInfo(bytes=10, format="PNG", width=4, height=3)
+    records = [
+        jobs.new(new_job_id(), f"inputs/{n}", info, JobOptions(background="blue"), owner="owner-a", batch_id=batch.id)
+        for n in range(3)
+    ]
+    assert all(jobs.get(record.id) is None for record in records)  # new() writes nothing
+    jobs.insert_many(records)
+    assert [jobs.get(record.id) for record in records] == records
+    assert jobs.pending_count("owner-a") == 3
+    assert batches.counts(batch.id).queued == 3  # each counted in its batch's tally, as one create does
+    again = jobs.new(new_job_id(), "inputs/x", info, JobOptions(), owner="owner-a")
+    with pytest.raises(JobExists) as taken:
+        jobs.insert_many([again, records[1]])
+    assert records[1].id in str(taken.value) and again.id not in str(taken.value)
+    assert jobs.get(again.id) == again  # the free id was written
+    assert jobs.get(records[1].id) == records[1]  # the taken one left as it was
