@@ -8,6 +8,7 @@ directly (``replace_photo``, ``id_photos``); the worker drives the same halves a
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -179,10 +180,12 @@ def render_outputs(
             rows = background_rows(background, size=(width, height), original=decoded.rgb, alpha=matte)
         composed = compose(decoded.rgb, matte, background=rows, decontaminate=options.decontaminate, rgba=wants_rgba)
         rgba, result = composed.rgba, composed.composite
+    # On a transparent background the composite is the cutout: one PNG encode serves both.
+    rgba_png = functools.cache(lambda: encode_rgba_png(rgba, dpi=decoded.dpi))
     if OutputKind.COMPOSITE in kinds:
         fmt = options.composite_format
         if result is None:
-            add(OutputKind.COMPOSITE, lambda: encode_rgba_png(rgba, dpi=decoded.dpi), fmt)
+            add(OutputKind.COMPOSITE, rgba_png, fmt)
         else:
             add(
                 OutputKind.COMPOSITE,
@@ -190,7 +193,7 @@ def render_outputs(
                 fmt,
             )
     if OutputKind.CUTOUT in kinds:
-        add(OutputKind.CUTOUT, lambda: encode_rgba_png(rgba, dpi=decoded.dpi), OutputFormat.PNG)
+        add(OutputKind.CUTOUT, rgba_png, OutputFormat.PNG)
     if OutputKind.MATTE in kinds:
         add(OutputKind.MATTE, lambda: encode_matte_png(matte, dpi=decoded.dpi), OutputFormat.PNG)
     return RenderedOutputs(items)

@@ -10,6 +10,7 @@ path. Runs on any torch device, so it is tested on the CPU.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -216,11 +217,13 @@ class RenderedPhoto:
         def add(kind: OutputKind, data: bytes, fmt: OutputFormat) -> None:
             items[kind] = RenderedOutput(kind, data, fmt, image.width, image.height)
 
+        # On a transparent background the composite is the cutout: one PNG encode serves both.
+        rgba_png = functools.cache(lambda: encode_rgba_png(download(self.rgba), dpi=dpi))
         if OutputKind.COMPOSITE in kinds:
             fmt = options.composite_format
             if self.result is None:
                 assert self.rgba is not None
-                add(OutputKind.COMPOSITE, encode_rgba_png(download(self.rgba), dpi=dpi), fmt)
+                add(OutputKind.COMPOSITE, rgba_png(), fmt)
             elif fmt is OutputFormat.JPEG:
                 add(OutputKind.COMPOSITE, self._jpeg(self.result), fmt)
             else:
@@ -230,7 +233,7 @@ class RenderedPhoto:
                     fmt,
                 )
         if OutputKind.CUTOUT in kinds and self.rgba is not None:
-            add(OutputKind.CUTOUT, encode_rgba_png(download(self.rgba), dpi=dpi), OutputFormat.PNG)
+            add(OutputKind.CUTOUT, rgba_png(), OutputFormat.PNG)
         if OutputKind.MATTE in kinds:
             add(OutputKind.MATTE, encode_matte_png(self.alpha[0].cpu().numpy(), dpi=dpi), OutputFormat.PNG)
         return RenderedOutputs(items)

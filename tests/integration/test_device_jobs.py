@@ -94,6 +94,33 @@ def test_a_job_runs_through_the_device_pipeline(
     assert int(np.abs(composite.astype(int) - cpu.astype(int)).max()) <= 2
 
 
+def test_a_transparent_composite_and_its_cutout_are_one_encode(
+    service: WorkerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.device_pipeline as device_pipeline
+
+    encodes: list[tuple[int, ...]] = []
+    real = device_pipeline.encode_rgba_png
+
+    def counted(rgba: np.ndarray, **kwargs: object) -> bytes:
+        encodes.append(rgba.shape)
+        return real(rgba, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(device_pipeline, "encode_rgba_png", counted)
+    data = sized_jpeg(96, 64, 5)
+    job_id = new_job_id()
+    service.storage.put(input_key(job_id), data, "application/octet-stream")
+    info = InputInfo(bytes=len(data), format="JPEG", width=64, height=96)
+    options = JobOptions(background="transparent", outputs=["composite", "cutout"])
+    service.jobs.create(job_id, input_key(job_id), info, options, owner="t")
+    assert process_job(service, job_id).status is JobStatus.SUCCEEDED
+    job = service.jobs.get(job_id)
+    assert job is not None
+    composite, cutout = (service.storage.get(job.results[kind].key) for kind in ("composite", "cutout"))
+    assert composite == cutout and Image.open(io.BytesIO(cutout)).mode == "RGBA"
+    assert encodes == [(96, 64, 4)]
+
+
 def test_a_lone_job_does_not_wait_out_either_batchers_delay(
     redis_url: str, runner: ModelRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

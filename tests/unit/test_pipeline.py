@@ -162,3 +162,28 @@ def test_id_photo_matte_from_the_network_or_the_photos_alpha() -> None:
     seen.clear()
     own = id_photo_matte(decoded, JobOptions(id_spec="icao-35x45", matte_source="alpha"), settings, predict_one)
     assert not seen and np.array_equal(own, decoded.alpha)
+
+
+def test_a_transparent_composite_and_the_cutout_are_one_encode(monkeypatch: pytest.MonkeyPatch) -> None:
+    import common.pipeline as pipeline
+
+    encodes: list[tuple[int, ...]] = []
+    real = pipeline.encode_rgba_png
+
+    def counted(rgba: np.ndarray, **kwargs: object) -> bytes:
+        encodes.append(rgba.shape)
+        return real(rgba, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "encode_rgba_png", counted)
+    decoded = _decode(_png(_photo()))
+    options = JobOptions(background="transparent", outputs=[OutputKind.COMPOSITE, OutputKind.CUTOUT])
+    outputs = render_outputs(decoded, _matte(), options)
+    assert outputs[OutputKind.COMPOSITE].data == outputs[OutputKind.CUTOUT].data
+    assert encodes == [(90, 60, 4)]
+    # On an opaque background the cutout is encoded on its own, and differs from the composite.
+    encodes.clear()
+    options = JobOptions(background="red", outputs=[OutputKind.COMPOSITE, OutputKind.CUTOUT])
+    opaque = render_outputs(decoded, _matte(), options)
+    assert encodes == [(90, 60, 4)]
+    formats = (opaque[OutputKind.COMPOSITE].format, opaque[OutputKind.CUTOUT].format)
+    assert formats == (OutputFormat.JPEG, OutputFormat.PNG)
