@@ -123,3 +123,22 @@ def allocate_database(redis_server: str) -> Iterator[Callable[[], str]]:
 def redis_url(allocate_database: Callable[[], str]) -> str:
     """An empty Redis database for this test."""
     return allocate_database()
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> Callable[[object, str], list[tuple[object, ...]]]:
+    """``recorded(owner, name)`` wraps ``owner.name`` for the test: each call still runs, and its
+    positional arguments are appended to the list it returns."""
+
+    def wrap(owner: object, name: str) -> list[tuple[object, ...]]:
+        calls: list[tuple[object, ...]] = []
+        real = getattr(owner, name)
+
+        def recording(*args: object, **kwargs: object) -> object:
+            calls.append(args)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, recording)
+        return calls
+
+    return wrap

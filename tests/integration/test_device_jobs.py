@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -95,18 +95,11 @@ def test_a_job_runs_through_the_device_pipeline(
 
 
 def test_a_transparent_composite_and_its_cutout_are_one_encode(
-    service: WorkerService, monkeypatch: pytest.MonkeyPatch
+    service: WorkerService, recorded: Callable[[object, str], list[tuple[object, ...]]]
 ) -> None:
     import worker.device_pipeline as device_pipeline
 
-    encodes: list[tuple[int, ...]] = []
-    real = device_pipeline.encode_rgba_png
-
-    def counted(rgba: np.ndarray, **kwargs: object) -> bytes:
-        encodes.append(rgba.shape)
-        return real(rgba, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(device_pipeline, "encode_rgba_png", counted)
+    encodes = recorded(device_pipeline, "encode_rgba_png")
     data = sized_jpeg(96, 64, 5)
     job_id = new_job_id()
     service.storage.put(input_key(job_id), data, "application/octet-stream")
@@ -118,7 +111,7 @@ def test_a_transparent_composite_and_its_cutout_are_one_encode(
     assert job is not None
     composite, cutout = (service.storage.get(job.results[kind].key) for kind in ("composite", "cutout"))
     assert composite == cutout and Image.open(io.BytesIO(cutout)).mode == "RGBA"
-    assert encodes == [(96, 64, 4)]
+    assert [args[0].shape for args in encodes] == [(96, 64, 4)]  # type: ignore[attr-defined]
 
 
 def test_a_lone_job_does_not_wait_out_either_batchers_delay(
