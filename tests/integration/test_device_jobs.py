@@ -147,7 +147,7 @@ def batching_service(
     """Two jobs fill a batch at once; the long delay only matters to a group that never fills."""
     monkeypatch.setattr(DevicePipeline, "for_runner", classmethod(lambda cls, r, s: cls(r.engine, s)))
     settings = Settings(
-        redis_url=redis_url, data_dir=tmp_path, inference_ref_size=64, max_batch_size=2, max_delay_ms=300
+        redis_url=redis_url, data_dir=tmp_path, inference_ref_size=64, max_batch_size=2, max_delay_ms=1000
     )
     svc = device_service(settings, runner, tmp_path)
     yield svc
