@@ -313,7 +313,7 @@ def test_each_batch_is_counted_by_what_made_it_run() -> None:
             on_batch=lambda name, reason: told.append((name, reason)),
         )
 
-    short = counted(50)
+    short = counted(500)  # the two items of the full batch are submitted well within it
     full = [short.submit(("a", 1)), short.submit(("a", 2))]
     assert [future.result(WAIT).batch_size for future in full] == [2, 2]
     assert short.submit(("b", 3)).result(WAIT).batch_size == 1  # alone until its delay was out
@@ -325,8 +325,8 @@ def test_each_batch_is_counted_by_what_made_it_run() -> None:
     assert short.reasons == {BatchReason.FULL: 1, BatchReason.DELAY: 1}
     assert long.reasons == {BatchReason.CLOSING: 1}
     assert told == [
-        ("after 50 ms", BatchReason.FULL),
-        ("after 50 ms", BatchReason.DELAY),
+        ("after 500 ms", BatchReason.FULL),
+        ("after 500 ms", BatchReason.DELAY),
         ("after 60000 ms", BatchReason.CLOSING),
     ]
 
