@@ -40,7 +40,10 @@ from common.options import JobOptions
 from common.settings import Settings
 
 redis_url, jobs = sys.argv[1], int(sys.argv[2])
-api = ApiContext.build(Settings(redis_url=redis_url, storage="local", data_dir=Path(tempfile.mkdtemp())))
+settings = Settings(
+    redis_url=redis_url, storage="local", data_dir=Path(tempfile.mkdtemp()), max_pending_jobs=2 * jobs + 100
+)
+api = ApiContext.build(settings)
 requests = [JobRequest(JobOptions(), image_url=f"https://example.invalid/{n}.jpg") for n in range(jobs)]
 enqueue_batch(api, "warm-up", requests[:50])
 start = time.perf_counter()
