@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -271,9 +272,9 @@ def test_a_job_away_waiting_for_memory_is_not_waited_for() -> None:
         with attendance.attending() as attendee, memory.reserve(100, while_waiting=attendee.away()):
             if name == "first":
                 second.start()
-                deadline = threading.Event()
-                while memory.waiting == 0 and not deadline.wait(0.001):  # the second job is queued
-                    pass
+                deadline = time.monotonic() + WAIT
+                while memory.waiting == 0 and time.monotonic() < deadline:  # until the second job is queued
+                    time.sleep(0.001)
                 assert attendance.active == 1  # ...and away
             results[name] = batcher.submit(("a", value)).result(WAIT).batch_size
 
