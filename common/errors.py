@@ -176,9 +176,10 @@ class RecordDamaged(BackdropError):
     code = "record_damaged"
     http_status = 410
 
-    def __init__(self, message: str, *, owner: str | None) -> None:
+    def __init__(self, message: str, *, owner: str | None, batch_id: str | None = None) -> None:
         super().__init__(message)
         self.owner = owner
+        self.batch_id = batch_id  # as far as the record still says
 
 
 class StorageFull(StorageError):

@@ -418,7 +418,11 @@ class JobStore:
         try:
             return _decode(raw)
         except (ValueError, ValidationError, BackdropError) as exc:
-            raise RecordDamaged(f"the record of job {job_id} is damaged: delete it", owner=raw.get("owner")) from exc
+            raise RecordDamaged(
+                f"the record of job {job_id} is damaged: delete it",
+                owner=raw.get("owner"),
+                batch_id=raw.get("batch_id") or None,
+            ) from exc
 
     def delete_damaged(self, job_id: str, owner: str) -> None:
         """Remove a record that can no longer be read (its owner's pending entry with it)."""
@@ -500,7 +504,10 @@ class JobStore:
             previous = self._script(keys=keys, args=args)
         except redis.ResponseError as exc:
             if str(exc).startswith("transition:"):
-                raise TransitionRefused(job_id, JobStatus(str(exc).split(":", 1)[1]), target) from None
+                current = str(exc).split(":", 1)[1]
+                if current not in {status.value for status in JobStatus}:
+                    raise RecordDamaged(f"the record of job {job_id} has no valid status", owner=None) from None
+                raise TransitionRefused(job_id, JobStatus(current), target) from None
             raise
         return previous is not None
 

@@ -63,7 +63,12 @@ def make_celery(settings: Settings) -> Celery:
 
 def queue_of(job: Job) -> str:
     """The queue a job's message goes to: a batch's jobs to ``batch``, the others to ``interactive``."""
-    return BATCH_QUEUE if job.batch_id else INTERACTIVE_QUEUE
+    return queue_for(job.batch_id)
+
+
+def queue_for(batch_id: str | None) -> str:
+    """The queue of a job of batch ``batch_id`` (None: a single job)."""
+    return BATCH_QUEUE if batch_id else INTERACTIVE_QUEUE
 
 
 def send_job(app: Celery, job_id: str, queue: str) -> None:

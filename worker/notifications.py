@@ -46,3 +46,13 @@ class JobEvents:
                 notify_batch_completed(self.celery, self.batches, job.batch_id)
         except Exception:
             log.warning("could not queue the completion events of job %s", job_id, exc_info=True)
+
+    def batch_member_finished(self, batch_id: str) -> None:
+        """A job of the batch whose record cannot be read reached a final state: the batch's event if it
+        was the last."""
+        if self.celery is None:
+            return
+        try:
+            notify_batch_completed(self.celery, self.batches, batch_id)
+        except Exception:
+            log.warning("could not queue the completion event of batch %s", batch_id, exc_info=True)

@@ -144,7 +144,8 @@ def process_job(service: WorkerService, job_id: str, *, delivery: str | None = N
     try:
         job = service.jobs.get(job_id)
     except RecordDamaged as exc:
-        log.error("job %s: %s; dropping its message", job_id, exc.message)
+        log.error("job %s: %s; failing it and dropping its message", job_id, exc.message)
+        fail_damaged_job(service, job_id, exc)
         return Outcome(None, "damaged record")
     if job is None:
         log.warning("job %s has no record (expired or deleted); dropping it", job_id)
@@ -226,3 +227,11 @@ def fail_job(service: WorkerService, job_id: str, error: BaseException) -> None:
     with contextlib.suppress(TransitionRefused):
         if service.jobs.fail(job_id, code, message):
             service.events.job_finished(job_id)
+
+
+def fail_damaged_job(service: WorkerService, job_id: str, damage: RecordDamaged) -> None:
+    """A record that cannot be read cannot run, but its status can still move: failed, it leaves its
+    owner's pending jobs and counts as finished in its batch, which can then complete."""
+    with contextlib.suppress(TransitionRefused, RecordDamaged):
+        if service.jobs.fail(job_id, damage.code, damage.message) and damage.batch_id:
+            service.events.batch_member_finished(damage.batch_id)

@@ -22,7 +22,7 @@ from celery import Celery
 from common import keyspace
 from common.errors import RecordDamaged, WorkerLost
 from common.jobs import JobStore, TransitionRefused
-from common.queue import jobs_in_broker, queue_of, send_job
+from common.queue import jobs_in_broker, queue_for, queue_of, send_job
 from common.settings import Settings
 from worker.notifications import JobEvents
 
@@ -105,8 +105,12 @@ class Reconciler:
         if decision == "requeue":
             try:
                 job = self.jobs.get(job_id)
-            except RecordDamaged:
-                log.error("reconciler: the record of job %s is damaged; not enqueued again", job_id)
+            except RecordDamaged as exc:
+                # Its message lets a worker fail it (worker.processing.fail_damaged_job), so that its batch
+                # completes instead of waiting for it for ever.
+                send_job(self.celery, job_id, queue_for(exc.batch_id))
+                log.error("reconciler: the record of job %s is damaged; enqueued again to be failed", job_id)
+                report.requeued.append(job_id)
                 return
             if job is None or job.status.is_terminal:
                 return
