@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
 from contextlib import suppress
 
-from flask import Response, jsonify, request, send_file, url_for
+from flask import Response, jsonify, request, stream_with_context, url_for
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, ValidationError
 
 from api import submissions
+from api.archives import stream_batch_zip
 from api.auth import current_owner
 from api.context import ApiContext, ctx
 from api.schemas import (
@@ -27,8 +26,8 @@ from api.schemas import (
 )
 from common.batches import Batch
 from common.errors import InvalidOption, NotFound
-from common.jobs import JobStatus, TransitionRefused, is_record_id
-from common.options import describe_validation_error, file_extension
+from common.jobs import TransitionRefused, is_record_id
+from common.options import describe_validation_error
 from common.queue import notify_batch_completed
 
 batches = APIBlueprint(
@@ -43,7 +42,6 @@ batches = APIBlueprint(
 MAX_PAGE_SIZE = 500
 # The zip's type, or plain bytes for a client that asks for application/octet-stream (Accept).
 ZIP_MEDIA_TYPES = ["application/zip", "application/octet-stream"]
-ZIP_SPOOL_BYTES = 64 * 2**20
 
 
 class BatchPath(BaseModel):
@@ -137,17 +135,13 @@ def cancel_batch(path: BatchPath) -> Response:
     },
 )
 def batch_zip(path: BatchPath) -> Response:
-    """The succeeded composites as one zip, in submission order.
-    Each file is named `{index:05d}-{job_id}.{ext}`."""
+    """The succeeded composites as one zip, in submission order, streamed as it is written (no length
+    is known in advance). Each file is named `{index:05d}-{job_id}.{ext}`."""
     api = ctx()
     batch = owned_batch(api, path.batch_id)
-    spool = tempfile.SpooledTemporaryFile(max_size=ZIP_SPOOL_BYTES)  # noqa: SIM115 - handed to send_file
-    with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_STORED) as archive:
-        for index, job in enumerate(api.batches.jobs_of(batch.id)):
-            if job is None or job.status is not JobStatus.SUCCEEDED or "composite" not in job.results:
-                continue
-            result = job.results["composite"]
-            archive.writestr(f"{index:05d}-{job.id}.{file_extension(result.format)}", api.storage.get(result.key))
-    spool.seek(0)
     media_type = request.accept_mimetypes.best_match(ZIP_MEDIA_TYPES, default=ZIP_MEDIA_TYPES[0])
-    return send_file(spool, mimetype=media_type, as_attachment=True, download_name=f"{batch.id}.zip")
+    return Response(
+        stream_with_context(stream_batch_zip(api, batch)),
+        mimetype=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{batch.id}.zip"'},
+    )

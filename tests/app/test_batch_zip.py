@@ -1,0 +1,78 @@
+"""A batch's zip is streamed as it is written: its first members leave before the later results are
+read, and a result gone from storage is left out instead of failing the archive. Real Redis and local
+storage, the API in-process."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api import archives
+from common.jobs import InputInfo, ResultInfo, new_job_id
+from common.options import JobOptions
+from common.storage import input_key, result_key
+
+Recorded = Callable[[object, str], list[tuple[object, ...]]]
+JOBS = 3 * archives.READS_AHEAD
+
+
+def _succeeded_batch(app: Flask, owner: str, count: int) -> tuple[str, list[str]]:
+    api = app.extensions["backdrop"]
+    batch = api.batches.create(owner, count + 1)
+    ids = []
+    for index in range(count + 1):
+        job_id = new_job_id()
+        info = InputInfo(bytes=1, format="PNG", width=1, height=1)
+        api.jobs.create(job_id, input_key(job_id), info, JobOptions(), owner=owner, batch_id=batch.id)
+        ids.append(job_id)
+        if index == count // 2:
+            continue  # one job still queued: no composite, no member
+        key = result_key(job_id, "composite.jpg")
+        data = f"composite {index}".encode() * 100
+        api.storage.put(key, data, "image/jpeg")
+        api.jobs.start(job_id)
+        result = ResultInfo(key=key, format="jpeg", media_type="image/jpeg", bytes=len(data), width=1, height=1)
+        api.jobs.succeed(job_id, {"composite": result})
+    api.batches.add_jobs(batch, ids)
+    return batch.id, ids
+
+
+def _owner(app: Flask, auth: dict[str, str]) -> str:
+    token = auth["Authorization"].removeprefix("Bearer ")
+    return app.extensions["backdrop"].api_keys.authenticate(token).id
+
+
+def test_the_zip_starts_before_the_later_results_are_read(
+    app: Flask, client: FlaskClient, auth: dict[str, str], recorded: Recorded
+) -> None:
+    batch_id, ids = _succeeded_batch(app, _owner(app, auth), JOBS)
+    reads = recorded(app.extensions["backdrop"].storage, "get")
+    response = client.get(f"/v1/batches/{batch_id}/results.zip", headers=auth, buffered=False)
+    assert response.status_code == 200 and response.mimetype == "application/zip"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{batch_id}.zip"'
+    chunks = iter(response.response)
+    first = next(chunks)
+    assert first.startswith(b"PK")
+    assert len(reads) <= 2 * archives.READS_AHEAD + 1 < JOBS  # the first member, and the reads ahead of it
+    body = first + b"".join(chunks)
+    response.close()
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        names = archive.namelist()
+        expected = [f"{index:05d}-{job_id}.jpg" for index, job_id in enumerate(ids) if index != JOBS // 2]
+        assert names == expected
+        assert archive.read(names[-1]) == f"composite {JOBS}".encode() * 100
+        assert archive.testzip() is None
+    assert len(reads) == JOBS
+
+
+def test_a_result_gone_from_storage_is_left_out(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
+    batch_id, ids = _succeeded_batch(app, _owner(app, auth), 4)
+    app.extensions["backdrop"].storage.delete(result_key(ids[1], "composite.jpg"))
+    response = client.get(f"/v1/batches/{batch_id}/results.zip", headers=auth)
+    assert response.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(response.data)) as archive:
+        assert archive.namelist() == [f"{index:05d}-{ids[index]}.jpg" for index in (0, 3, 4)]
