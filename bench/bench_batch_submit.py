@@ -13,9 +13,7 @@ Prints ms per job for each and the ratio baseline/today (median of the per-round
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_upload_memory import export_tree  # noqa: E402
+import redis  # noqa: E402
+
+from bench.bench_upload_memory import export_tree, in_turn, run_in_tree  # noqa: E402
 from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
 
 # The last commit that wrote a batch's records one job at a time.
@@ -54,15 +54,6 @@ print(json.dumps({"ms_per_job": seconds * 1000 / jobs}))
 """
 
 
-def run_child(tree: Path, redis_url: str, jobs: int) -> float:
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, redis_url, str(jobs)], cwd=tree, capture_output=True, text=True, timeout=600
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])["ms_per_job"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
@@ -73,19 +64,17 @@ def main() -> None:
         root = Path(scratch)
         trees = {"baseline": export_tree(args.baseline, root / "baseline"), "today": REPO}
         port = free_port()
-        redis: ManagedProcess = start_redis(root / "redis", port, persist=True, log_path=root / "redis.log")
+        server: ManagedProcess = start_redis(root / "redis", port, persist=True, log_path=root / "redis.log")
         try:
             url = f"redis://127.0.0.1:{port}/0"
             times: dict[str, list[float]] = {name: [] for name in trees}
             ratios = []
-            for round_index in range(args.rounds):
-                order = list(trees) if round_index % 2 == 0 else list(reversed(trees))
+            client = redis.Redis.from_url(url)
+            for round_index, order in in_turn(list(trees), args.rounds):
                 measured = {}
                 for name in order:
-                    subprocess.run(
-                        [sys.executable, "-c", f"import redis; redis.Redis.from_url({url!r}).flushdb()"], check=True
-                    )
-                    measured[name] = run_child(trees[name], url, args.jobs)
+                    client.flushdb()
+                    measured[name] = run_in_tree(trees[name], CHILD, url, str(args.jobs))["ms_per_job"]
                     times[name].append(measured[name])
                 ratios.append(measured["baseline"] / measured["today"])
                 print(
@@ -93,8 +82,9 @@ def main() -> None:
                     f"today {measured['today']:.3f} ms/job, x{ratios[-1]:.2f}",
                     flush=True,
                 )
+            client.close()
         finally:
-            redis.stop()
+            server.stop()
     for name, values in times.items():
         label = f"baseline {args.baseline}" if name == "baseline" else "today"
         print(f"{label}: median {statistics.median(values):.3f} ms/job ({min(values):.3f}-{max(values):.3f})")

@@ -13,9 +13,7 @@ test client chunk by chunk, as a client downloading it would.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_upload_memory import export_tree  # noqa: E402
+from bench.bench_upload_memory import export_tree, in_turn, run_in_tree  # noqa: E402
 from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
 
 # The last commit that wrote the whole zip to a spool before sending its first byte.
@@ -91,19 +89,6 @@ def populate(redis_url: str, data_dir: Path, jobs: int, kib: int) -> str:
     return batch.id
 
 
-def run_child(tree: Path, redis_url: str, data_dir: Path, batch_id: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, redis_url, str(data_dir), batch_id],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -122,10 +107,9 @@ def main() -> None:
             batch_id = populate(url, data_dir, args.jobs, args.kib)
             print(f"a batch of {args.jobs} results of {args.kib} KiB", flush=True)
             results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
-            for round_index in range(args.rounds):
-                order = list(trees) if round_index % 2 == 0 else list(reversed(trees))
+            for round_index, order in in_turn(list(trees), args.rounds):
                 for name in order:
-                    measured = run_child(trees[name], url, data_dir, batch_id)
+                    measured = run_in_tree(trees[name], CHILD, url, str(data_dir), batch_id)
                     results[name].append(measured)
                     print(
                         f"round {round_index + 1} {name}: first byte {measured['first_s'] * 1000:.1f} ms, "

@@ -25,7 +25,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -56,6 +58,21 @@ def export_tree(commit: str, into: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+def run_in_tree(tree: Path, code: str, *argv: str) -> dict[str, Any]:
+    """Run ``code`` with ``argv`` in a Python process of its own, in ``tree`` (against that tree's
+    modules); the JSON object its last line of output prints."""
+    done = subprocess.run([sys.executable, "-c", code, *argv], cwd=tree, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def in_turn(names: Sequence[str], rounds: int) -> Iterator[tuple[int, list[str]]]:
+    """Each round's number and the order to run ``names`` in: as given, then reversed, and so on."""
+    for round_index in range(rounds):
+        yield round_index, list(names) if round_index % 2 == 0 else list(reversed(names))
 
 
 def memory_of(pid: int) -> dict[str, int]:
