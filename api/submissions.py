@@ -252,10 +252,13 @@ def enqueue_batch(api: ApiContext, owner: str, requests: list[JobRequest]) -> Ba
             api.batches.add_jobs(batch, [job.id for job in jobs])
         except redis.RedisError as exc:
             raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
+        sendable = []
         for request, job in zip(chunk, jobs, strict=True):
             if request.refused is not None:
                 _refused(api, job, request.refused)
-        _send(api, [job for request, job in zip(chunk, jobs, strict=True) if request.refused is None], BATCH_QUEUE)
+            else:
+                sendable.append(job)
+        _send(api, sendable, BATCH_QUEUE)
     notify_batch_completed(api.celery, api.batches, batch.id)  # when every photo was refused at once
     return batch
 

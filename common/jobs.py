@@ -304,31 +304,9 @@ class JobStore:
             background_image_key=background_image_key,
         )
 
-    def create(
-        self,
-        job_id: str,
-        input_key: str,
-        info: InputInfo,
-        options: JobOptions,
-        *,
-        owner: str,
-        batch_id: str | None = None,
-        image_url: str | None = None,
-        background_image_key: str | None = None,
-        max_pending: int = 0,
-    ) -> Job:
-        """Write a new queued record (``new`` then ``insert``)."""
-        record = self.new(
-            job_id,
-            input_key,
-            info,
-            options,
-            owner=owner,
-            batch_id=batch_id,
-            image_url=image_url,
-            background_image_key=background_image_key,
-        )
-        return self.insert(record, max_pending=max_pending)
+    def create(self, *args: Any, **kwargs: Any) -> Job:
+        """Write a new queued record, with no pending limit: ``new(*args, **kwargs)``, then ``insert``."""
+        return self.insert(self.new(*args, **kwargs))
 
     def insert(self, job: Job, *, max_pending: int = 0) -> Job:
         """Write a new record; ``JobExists`` when the id is taken, ``TooManyPending`` when the owner

@@ -43,13 +43,13 @@ class JobEvents:
                 return
             notify(self.celery, job, "completed")
             if job.batch_id:
-                notify_batch_completed(self.celery, self.batches, job.batch_id)
+                self.batch_member_finished(job.batch_id)
         except Exception:
             log.warning("could not queue the completion events of job %s", job_id, exc_info=True)
 
     def batch_member_finished(self, batch_id: str) -> None:
-        """A job of the batch whose record cannot be read reached a final state: the batch's event if it
-        was the last."""
+        """A job of the batch reached a final state (its record readable or not): the batch's event if
+        it was the last."""
         if self.celery is None:
             return
         try:
