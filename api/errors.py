@@ -14,8 +14,10 @@ from common.errors import HTTP_ERROR_CODES, OTHER_HTTP_ERROR_CODE, BackdropError
 log = logging.getLogger(__name__)
 
 
-# When to come back after a 429 (too many pending jobs) or a 503 (a service is down).
+# When to come back after a 409 (an Idempotency-Key in use), a 429 (too many pending jobs) or a 503 (a
+# service is down): the answers that carry Retry-After.
 RETRY_AFTER_SECONDS = 5
+RETRY_LATER_STATUSES = (409, 429, 503)
 # Longest message in an error body: a message may quote what the client sent (a key, an option's
 # value), and an answer must never echo a large value back.
 MAX_MESSAGE_CHARS = 300
@@ -40,7 +42,7 @@ def register_error_handlers(app: Flask) -> None:
         if exc.http_status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
         response = error_response(exc.http_status, exc.code, exc.message)
-        if exc.http_status in (429, 503):
+        if exc.http_status in RETRY_LATER_STATUSES:
             g.retry_after = response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 

@@ -17,9 +17,11 @@ from flask_openapi3 import FileStorage
 from flask_openapi3.models.schema import Schema as DocumentSchema
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from api.errors import RETRY_LATER_STATUSES
 from common.errors import (
     HTTP_ERROR_CODES,
     OTHER_HTTP_ERROR_CODE,
+    IdempotencyInProgress,
     InvalidOption,
     LinkRefused,
     NotFound,
@@ -208,21 +210,40 @@ class BatchJson(BaseModel):
 JSON_BODIES: dict[str, type[BaseModel]] = {"createBatch": BatchJson}
 
 
+MAX_IDEMPOTENCY_KEY_LENGTH = 200  # longer keys are cut to this
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """An ``Idempotency-Key`` header as the API keys it: stripped, cut to its maximum length; None if empty."""
+    return (value or "").strip()[:MAX_IDEMPOTENCY_KEY_LENGTH] or None
+
+
+def _idempotency_key_field(made: str) -> Any:
+    return Field(
+        default=None,
+        alias="Idempotency-Key",
+        description=f"the same key and body within 24 h returns the {made} the first request made; another body "
+        "gives 422",
+        json_schema_extra={"example": f"order-1234-{made}-1"},
+    )
+
+
 class JobHeaders(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra=exact_fields())
 
-    idempotency_key: str | None = Field(
-        default=None,
-        alias="Idempotency-Key",
-        description="the same key and body within 24 h returns the original job; another body gives 422",
-        json_schema_extra={"example": "order-1234-photo-1"},
-    )
+    idempotency_key: str | None = _idempotency_key_field("job")
     prefer: str | None = Field(
         default=None,
         alias="Prefer",
         description="wait=N (N <= 60): hold the response until the job finishes or N s pass",
         json_schema_extra={"example": "wait=10"},
     )
+
+
+class BatchHeaders(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra=exact_fields())
+
+    idempotency_key: str | None = _idempotency_key_field("batch")
 
 
 class JobPath(BaseModel):
@@ -273,7 +294,9 @@ PREFERENCE_APPLIED = {
     )
 }
 IDEMPOTENT_REPLAYED = {
-    "Idempotent-Replayed": _header("true: the job an earlier request with this Idempotency-Key made", {"const": "true"})
+    "Idempotent-Replayed": _header(
+        "true: the job or batch an earlier request with this Idempotency-Key made", {"const": "true"}
+    )
 }
 DOWNLOAD = {
     "Content-Disposition": _header("attachment, with the file's name", {"type": "string"}),
@@ -354,6 +377,11 @@ ERROR_MEANINGS: dict[int, tuple[str, str, str]] = {
         "the Range asked for is not in the file",
         "The server cannot provide the requested range.",
     ),
+    409: (
+        IdempotencyInProgress.code,
+        "another request with this Idempotency-Key is still creating its batch",
+        "a request with this Idempotency-Key is still creating its batch; try again",
+    ),
     422: (InvalidOption.code, "a field or option has an invalid value", "background: unknown colour 'purple'"),
     429: (HTTP_ERROR_CODES[429], "over a rate limit or the key's quota of pending jobs", "rate limit exceeded"),
     503: (
@@ -365,12 +393,12 @@ ERROR_MEANINGS: dict[int, tuple[str, str, str]] = {
 
 
 def _error_headers(status: int) -> dict[str, dict[str, Any]]:
-    return {"Retry-After": {**RETRY_AFTER, "required": True}} if status in (429, 503) else {}
+    return {"Retry-After": {**RETRY_AFTER, "required": True}} if status in RETRY_LATER_STATUSES else {}
 
 
 def errors(*statuses: int, metered: bool = True) -> dict[int, type[BaseModel]]:
     """The error responses of an operation: ``{"error": {"code", "message"}}`` bodies, with ``Retry-After``
-    on 429 and 503. Every operation may also answer 414 (a request target over the limit)."""
+    on 409, 429 and 503. Every operation may also answer 414 (a request target over the limit)."""
     found = {}
     for status in sorted({*statuses, 414}):
         code, meaning, message = ERROR_MEANINGS[status]

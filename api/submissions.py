@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO
 import redis
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
+from redis.lock import Lock
 from werkzeug.datastructures import FileStorage
 
 from api.context import ApiContext
@@ -29,6 +31,7 @@ from common import keyspace
 from common.batches import Batch
 from common.errors import (
     IdempotencyConflict,
+    IdempotencyInProgress,
     ImageTooLarge,
     InvalidInput,
     InvalidOption,
@@ -38,15 +41,19 @@ from common.errors import (
     TooManyPending,
 )
 from common.imaging import ImageInfo, probe_image
-from common.jobs import InputInfo, Job, JobExists, new_job_id
+from common.jobs import InputInfo, Job, JobExists, TransitionRefused, new_job_id
 from common.netsafe import check_url
 from common.options import JobOptions, Surface
 from common.queue import BATCH_QUEUE, INTERACTIVE_QUEUE, notify_batch_completed, send_job
 from common.storage import background_key, input_key, is_owned_by, validate_key
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# A batch request's hold on its Idempotency-Key, renewed before each chunk: how long a retry waits
+# (409) for a request that died while writing its batch.
+WRITER_LEASE_SECONDS = 120.0
 KEY_CHECKS_AT_ONCE = 16  # storage lookups of a JSON batch's keys in flight together
 BATCH_WRITE_CHUNK = 256  # a batch's records written in one round trip, before their messages are sent
+log = logging.getLogger(__name__)
 _WAIT = re.compile(r"(?:^|[\s,;])wait=(\d+)")
 _IMAGE_BACKGROUND = "image"
 
@@ -223,19 +230,45 @@ def enqueue_job(
     return job
 
 
-def enqueue_batch(api: ApiContext, owner: str, requests: list[JobRequest]) -> Batch:
+def enqueue_batch(
+    api: ApiContext,
+    owner: str,
+    requests: list[JobRequest],
+    *,
+    batch_id: str | None = None,
+    writer: Lock | None = None,
+) -> Batch:
     """A batch record and one job per request on the batch queue; one webhook for the whole batch.
 
     The records are written ``BATCH_WRITE_CHUNK`` at a time, each chunk in one round trip with its
     entries in the batch's job list, and then its messages are sent: as for one job, a crash between a
-    record and its message leaves a queued job that the workers' reconciler enqueues."""
+    record and its message leaves a queued job that the workers' reconciler enqueues. When the request
+    fails part-way (the broker, Redis or storage), what was written of the batch is withdrawn: its
+    client is told the batch failed and never learns its id.
+
+    ``batch_id`` and ``writer``: the id an Idempotency-Key reserved, and the hold on that key, renewed
+    before each chunk."""
     if not requests:
         raise InvalidInput("a batch needs at least one image")
     if len(requests) > api.settings.max_batch_jobs:
         raise InvalidInput(f"a batch holds at most {api.settings.max_batch_jobs} images")
     check_quota(api, owner, adding=len(requests))
-    batch = api.batches.create(owner, len(requests), requests[0].options.webhook_url)
+    batch = api.batches.create(owner, len(requests), requests[0].options.webhook_url, batch_id=batch_id)
+    try:
+        _write_batch_jobs(api, owner, batch, requests, writer)
+    except Exception:
+        withdraw_batch(api, batch)
+        raise
+    notify_batch_completed(api.celery, api.batches, batch.id)  # when every photo was refused at once
+    return batch
+
+
+def _write_batch_jobs(
+    api: ApiContext, owner: str, batch: Batch, requests: list[JobRequest], writer: Lock | None
+) -> None:
     for start in range(0, len(requests), BATCH_WRITE_CHUNK):
+        if writer is not None:
+            writer.extend(WRITER_LEASE_SECONDS, replace_ttl=True)  # LockNotOwnedError once another took over
         chunk = requests[start : start + BATCH_WRITE_CHUNK]
         jobs = [
             _stored_record(
@@ -259,8 +292,21 @@ def enqueue_batch(api: ApiContext, owner: str, requests: list[JobRequest]) -> Ba
             else:
                 sendable.append(job)
         _send(api, sendable, BATCH_QUEUE)
-    notify_batch_completed(api.celery, api.batches, batch.id)  # when every photo was refused at once
-    return batch
+
+
+def withdraw_batch(api: ApiContext, batch: Batch) -> None:
+    """Cancel every job of a batch whose request failed part-way and delete the batch record, so that
+    none of its jobs runs (a worker skips a canceled job) and no webhook fires. Best effort: when Redis
+    itself is what failed, the jobs written stay, and those without a message are sent by the reconciler."""
+    try:
+        for job_id in api.batches.job_ids(batch.id):
+            with suppress(TransitionRefused):
+                api.jobs.cancel(job_id)
+        api.batches.delete(batch.id)
+    except redis.RedisError as exc:
+        log.error("batch %s failed part-way and could not be withdrawn (%s): its written jobs will run", batch.id, exc)
+    else:
+        log.warning("batch %s failed part-way: its jobs are canceled and the batch deleted", batch.id)
 
 
 def _stored_record(api: ApiContext, owner: str, request: JobRequest, job_id: str, batch_id: str | None = None) -> Job:
@@ -340,36 +386,134 @@ class Reservation:
     job: Job | None
 
 
+def _reservation(api: ApiContext, name: str, field: str, body_hash: str) -> tuple[str, dict[str, Any] | None]:
+    """Reserve the key ``name`` for a new id (one SET NX): (the new id, None); or the id and record of the
+    reservation an earlier request made. A different body, or a key of the other kind (a job's key sent
+    for a batch: ``field`` is ``job_id`` or ``batch_id``), is refused."""
+    new_id = new_job_id()
+    record = json.dumps({field: new_id, "fingerprint": body_hash, "confirmed": False})
+    while not api.redis.set(name, record, nx=True, ex=IDEMPOTENCY_TTL_SECONDS):
+        stored = api.redis.get(name)
+        if stored is None:
+            continue  # expired meanwhile: reserve it afresh
+        original = json.loads(stored)
+        if original["fingerprint"] != body_hash or field not in original:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
+        return str(original[field]), original
+    return new_id, None
+
+
 def reserve(api: ApiContext, owner: str, key: str, body_hash: str) -> Reservation:
-    """Reserve an Idempotency-Key for a new job id (one SET NX, before the upload, record or message is
-    written), or find the reservation an earlier request with the key made; a different body is refused.
+    """Reserve an Idempotency-Key for a new job id (before the upload, record or message is written), or
+    find the reservation an earlier request with the key made; a different body is refused.
 
     A reservation whose record is missing belongs to a request still under way or one that died: the
     caller completes it with the reserved id (the same upload key, record and message), so a retry never
     makes a second job. Once confirmed (after the message was sent), a missing record means the job was
     deleted or expired.
     """
-    name = keyspace.IDEMPOTENCY.format(owner=owner, key=key)
-    job_id = new_job_id()
-    record = json.dumps({"job_id": job_id, "fingerprint": body_hash, "confirmed": False})
-    while not api.redis.set(name, record, nx=True, ex=IDEMPOTENCY_TTL_SECONDS):
-        stored = api.redis.get(name)
-        if stored is None:
-            continue  # expired meanwhile: reserve it afresh
-        original = json.loads(stored)
-        if original["fingerprint"] != body_hash:
-            raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
-        job = api.jobs.get(original["job_id"])
-        if job is None and original.get("confirmed", True):
-            raise NotFound("the job created with this Idempotency-Key no longer exists")
-        return Reservation(original["job_id"], job)
-    return Reservation(job_id, None)
+    job_id, original = _reservation(api, keyspace.IDEMPOTENCY.format(owner=owner, key=key), "job_id", body_hash)
+    if original is None:
+        return Reservation(job_id, None)
+    job = api.jobs.get(job_id)
+    if job is None and original.get("confirmed", True):
+        raise NotFound("the job created with this Idempotency-Key no longer exists")
+    return Reservation(job_id, job)
 
 
 def confirm(api: ApiContext, owner: str, key: str, body_hash: str, job: Job) -> None:
     """Mark the reservation done: its job's record and message are written."""
     record = json.dumps({"job_id": job.id, "fingerprint": body_hash, "confirmed": True})
     api.redis.set(keyspace.IDEMPOTENCY.format(owner=owner, key=key), record, xx=True, keepttl=True)
+
+
+def batch_fingerprint(requests: Sequence[JobRequest]) -> str:
+    """What makes two batch requests "the same body" for Idempotency-Key: each photo's fingerprint, its
+    bucket key and, for a photo refused on arrival, why (its bytes are not kept), in order."""
+    digest = hashlib.sha256(b"batch")
+    for request in requests:
+        refused = f"{request.refused.code}:{request.refused.message}" if request.refused is not None else ""
+        for part in (fingerprint(request), request.source_key or "", refused):
+            digest.update(hashlib.sha256(part.encode()).digest())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BatchReservation:
+    """An Idempotency-Key's batch: the batch an earlier request made (a replay), or the id this request
+    is to write its batch under, with its hold on the key (``writer``)."""
+
+    batch_id: str
+    batch: Batch | None
+    writer: Lock | None
+
+
+def reserve_batch(api: ApiContext, owner: str, key: str, body_hash: str) -> BatchReservation:
+    """Reserve an Idempotency-Key for a new batch, or find the batch an earlier request with it made.
+
+    A batch is written in many steps, so a request holds the key (``WRITER_LEASE_SECONDS``, renewed
+    before each chunk) while it writes; another request with the key meanwhile gets
+    ``IdempotencyInProgress``. An unconfirmed reservation whose hold has run out belongs to a request
+    that died: when its batch was written whole, it is the answer; when part-way, what it wrote is
+    withdrawn and the batch is written afresh under a new id (a retry never makes a second batch).
+    """
+    name = keyspace.IDEMPOTENCY.format(owner=owner, key=key)
+    writer = api.redis.lock(
+        keyspace.IDEMPOTENCY_WRITER.format(owner=owner, key=key), timeout=WRITER_LEASE_SECONDS, blocking=False
+    )
+    if not writer.acquire():
+        raise IdempotencyInProgress("a request with this Idempotency-Key is still creating its batch; try again")
+    try:
+        batch_id, original = _reservation(api, name, "batch_id", body_hash)
+        if original is None:
+            return BatchReservation(batch_id, None, writer)
+        batch = api.batches.get(batch_id)
+        if original["confirmed"] or (batch is not None and api.batches.job_count(batch_id) >= batch.total):
+            if batch is None:
+                raise NotFound("the batch created with this Idempotency-Key no longer exists")
+            confirm_batch(api, owner, key, body_hash, batch)
+            writer.release()
+            return BatchReservation(batch_id, batch, None)
+        if batch is not None:
+            withdraw_batch(api, batch)
+        batch_id = new_job_id()
+        record = json.dumps({"batch_id": batch_id, "fingerprint": body_hash, "confirmed": False})
+        api.redis.set(name, record, xx=True, keepttl=True)
+        return BatchReservation(batch_id, None, writer)
+    except Exception:
+        _release(writer)
+        raise
+
+
+def confirm_batch(api: ApiContext, owner: str, key: str, body_hash: str, batch: Batch) -> None:
+    """Mark the reservation done: every record of its batch is written."""
+    record = json.dumps({"batch_id": batch.id, "fingerprint": body_hash, "confirmed": True})
+    api.redis.set(keyspace.IDEMPOTENCY.format(owner=owner, key=key), record, xx=True, keepttl=True)
+
+
+def submit_batch(api: ApiContext, owner: str, requests: list[JobRequest], key: str | None) -> tuple[Batch, bool]:
+    """The batch of ``requests`` and whether it is an earlier request's (the same ``Idempotency-Key``
+    and body), written by ``enqueue_batch`` otherwise."""
+    if key is None:
+        return enqueue_batch(api, owner, requests), False
+    body_hash = batch_fingerprint(requests)
+    reservation = reserve_batch(api, owner, key, body_hash)
+    if reservation.batch is not None:
+        return reservation.batch, True
+    assert reservation.writer is not None
+    try:
+        batch = enqueue_batch(api, owner, requests, batch_id=reservation.batch_id, writer=reservation.writer)
+        confirm_batch(api, owner, key, body_hash, batch)
+    except Exception:
+        _release(reservation.writer)  # a crash leaves the hold to run out instead
+        raise
+    _release(reservation.writer)
+    return batch, False
+
+
+def _release(writer: Lock) -> None:
+    with suppress(redis.RedisError):  # LockNotOwnedError: it ran out, or another request took it over
+        writer.release()
 
 
 def requested_wait(api: ApiContext, prefer: str) -> int | None:

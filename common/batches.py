@@ -46,10 +46,11 @@ class BatchStore:
         self.redis = client
         self.jobs = jobs
 
-    def create(self, owner: str, total: int, webhook_url: str | None = None) -> Batch:
+    def create(self, owner: str, total: int, webhook_url: str | None = None, *, batch_id: str | None = None) -> Batch:
+        """A new batch record (``batch_id``: the id an Idempotency-Key reserved, else a new one)."""
         stamp = now()
         batch = Batch(
-            id=uuid.uuid4().hex,
+            id=batch_id or uuid.uuid4().hex,
             owner=owner,
             created_at=stamp,
             expires_at=stamp + timedelta(seconds=self.jobs.ttl),
@@ -81,6 +82,18 @@ class BatchStore:
             pipe.rpush(key, *job_ids)
             pipe.expire(key, self.jobs.ttl)
             pipe.execute()
+
+    def delete(self, batch_id: str) -> None:
+        """The batch record, its job list and its completion mark (not its jobs' records)."""
+        self.redis.delete(
+            keyspace.BATCH.format(batch_id=batch_id),
+            keyspace.BATCH_JOBS.format(batch_id=batch_id),
+            keyspace.BATCH_COMPLETED.format(batch_id=batch_id),
+        )
+
+    def job_count(self, batch_id: str) -> int:
+        """How many jobs have been written into the batch's list so far."""
+        return int(self.redis.llen(keyspace.BATCH_JOBS.format(batch_id=batch_id)))
 
     def get(self, batch_id: str) -> Batch | None:
         raw = self.redis.hgetall(keyspace.BATCH.format(batch_id=batch_id))

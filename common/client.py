@@ -24,7 +24,9 @@ from common.jobs import JobStatus
 ImageSource = bytes | str | os.PathLike[str]
 OptionValue = str | int | bool | Sequence[str] | None
 
-RETRY_STATUSES = frozenset({429, 503})
+# Answers worth the same request again after Retry-After: over a limit, a service down, or (409) an
+# Idempotency-Key whose first request is still creating its batch.
+RETRY_STATUSES = frozenset({409, 429, 503})
 FIRST_POLL_SECONDS = 0.5
 MAX_POLL_SECONDS = 5.0
 MIN_POLL_SECONDS = 0.05
@@ -274,11 +276,15 @@ class BackdropClient:
         filenames: Sequence[str] | None = None,
         image_urls: Sequence[str] | None = None,
         keys: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
         **options: OptionValue,
     ) -> dict:
         """Create a batch from photos (multipart), or (JSON) from ``image_urls`` and/or ``keys`` of objects
-        already in the server's bucket; the options are shared by every job. The batch as answered."""
+        already in the server's bucket; the options are shared by every job. The batch as answered.
+        ``idempotency_key``: the same key and body again (a retry after a lost answer) get the same batch."""
         headers = {"Accept": "application/json"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         if image_urls is not None or keys is not None:
             if images:
                 raise ValueError("image_urls and keys cannot be combined with uploaded images")

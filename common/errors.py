@@ -199,6 +199,15 @@ class IdempotencyConflict(BackdropError):
     http_status = 422
 
 
+class IdempotencyInProgress(BackdropError):
+    """Another request with this Idempotency-Key is still creating its batch (or died doing it, and its
+    hold on the key has not run out yet): the same request a few seconds later gets its answer."""
+
+    code = "idempotency_key_in_use"
+    http_status = 409
+    retryable = True
+
+
 class TooManyPending(BackdropError):
     """The key's quota of queued and processing jobs is used up."""
 

@@ -15,12 +15,15 @@ from api.context import ApiContext, ctx
 from api.schemas import (
     AUTHENTICATED,
     DOWNLOAD,
+    IDEMPOTENT_REPLAYED,
     LOCATION,
     BatchForm,
+    BatchHeaders,
     BatchJson,
     BatchModel,
     binary_response,
     errors,
+    idempotency_key,
     json_response,
     operation_id,
 )
@@ -73,13 +76,19 @@ def owned_batch(api: ApiContext, batch_id: str) -> Batch:
 @batches.post(
     "/batches",
     responses={
-        202: json_response(BatchModel, "accepted: the batch and the first page of its jobs", headers=LOCATION),
-        **errors(400, 404, 408, 413, 422, *AUTHENTICATED),
+        202: json_response(
+            BatchModel,
+            "accepted: the batch and the first page of its jobs (or an idempotent replay of an earlier request)",
+            headers={**LOCATION, **IDEMPOTENT_REPLAYED},
+        ),
+        **errors(400, 404, 408, 409, 413, 422, *AUTHENTICATED),
     },
 )
-def create_batch(form: BatchForm) -> Response:  # type: ignore[valid-type]
+def create_batch(form: BatchForm, header: BatchHeaders) -> Response:  # type: ignore[valid-type]
     """Create a batch: repeated `images` files (multipart), or `image_urls` and `keys` (JSON), with
-    shared options. Its jobs run on the batch queue, after any waiting single job."""
+    shared options. Its jobs run on the batch queue, after any waiting single job. A request that fails
+    (503) leaves nothing of its batch to run; with an `Idempotency-Key`, a retry returns the batch the
+    first request made instead of a second one."""
     api = ctx()
     if request.is_json:
         try:
@@ -89,10 +98,13 @@ def create_batch(form: BatchForm) -> Response:  # type: ignore[valid-type]
         job_requests = submissions.batch_requests_from_json(body, api, current_owner())
     else:
         job_requests = submissions.batch_requests_from_uploads(form, api)
-    batch = submissions.enqueue_batch(api, current_owner(), job_requests)
+    key = idempotency_key(header.idempotency_key)
+    batch, replayed = submissions.submit_batch(api, current_owner(), job_requests, key)
     response = view(api, batch, 1, MAX_PAGE_SIZE)
     response.status_code = 202
     response.headers["Location"] = url_for("batches.get_batch", batch_id=batch.id)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return response
 
 

@@ -22,6 +22,7 @@ from api.schemas import (
     JobModel,
     JobPath,
     errors,
+    idempotency_key,
     json_response,
     no_content,
     operation_id,
@@ -42,7 +43,6 @@ jobs = APIBlueprint(
 )
 
 POLL_AFTER_SECONDS = 1
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
 def owned_job(api: ApiContext, job_id: str) -> Job:
@@ -104,10 +104,10 @@ def create_job(form: JobForm, header: JobHeaders) -> Response:  # type: ignore[v
     api = ctx()
     owner = current_owner()
     request = submissions.job_request(form, api)
-    idempotency_key = (header.idempotency_key or "").strip()[:MAX_IDEMPOTENCY_KEY_LENGTH] or None
-    body_hash = submissions.fingerprint(request) if idempotency_key else ""
+    key = idempotency_key(header.idempotency_key)
+    body_hash = submissions.fingerprint(request) if key else ""
     # The key is reserved, with the job's id, before anything of the job is written.
-    reservation = submissions.reserve(api, owner, idempotency_key, body_hash) if idempotency_key else None
+    reservation = submissions.reserve(api, owner, key, body_hash) if key else None
     if reservation is not None and reservation.job is not None:
         replayed = reservation.job
         response = job_response(replayed, api, 200 if replayed.status.is_terminal else 202)
@@ -122,8 +122,8 @@ def create_job(form: JobForm, header: JobHeaders) -> Response:  # type: ignore[v
         job_id=reservation.job_id if reservation else None,
         max_pending=api.settings.max_pending_jobs,
     )
-    if idempotency_key:
-        submissions.confirm(api, owner, idempotency_key, body_hash, job)
+    if key:
+        submissions.confirm(api, owner, key, body_hash, job)
     wait = submissions.requested_wait(api, header.prefer or "")
     applied = wait if wait == 0 else None
     if wait:

@@ -17,6 +17,7 @@ import redis
 
 from common import keyspace
 from common.batches import BatchStore
+from common.client import encode_multipart
 from common.jobs import InputInfo, Job, JobStore, new_job_id
 from common.options import JobOptions
 from common.queue import INTERACTIVE_QUEUE, jobs_in_broker, make_celery, send_job
@@ -260,7 +261,8 @@ def test_a_job_meeting_a_redis_crash_waits_in_its_worker_and_never_retries_throu
         svc.close()
 
 
-# --- 3. the API killed between a record and its message; a client retrying with its key ---------------
+# --- 3. the API killed between a record and its message; a client retrying with its key, for a job and
+# for a batch ------------------------------------------------------------------------------------------
 
 
 def test_an_api_killed_between_record_and_message_leaves_no_stuck_or_second_job(
@@ -293,7 +295,27 @@ def test_an_api_killed_between_record_and_message_leaves_no_stuck_or_second_job(
     (orphan,) = pending_ids(stack) - {crashed}
     wait_until(lambda: _answers(stack), DEADLINE, "gunicorn to replace its worker")
 
-    wait_all(stack, [crashed, orphan])
+    # A batch whose records were all written by a request killed before their messages: its client
+    # retries with its key; while the dead request's hold on the key lasts that is a 409, after it
+    # the batch the dead request wrote, whose messages the reconciler sends.
+    photos = [("images", f"{seed}.png", rgba_photo(seed, size=(120, 160))) for seed in (310, 311)]
+    body, content_type = encode_multipart([("background", "red")], photos)
+    batch_headers = {"Content-Type": content_type, "Idempotency-Key": "batch-310"}
+    marker.touch()
+    with pytest.raises(OSError):
+        stack.request("POST", "/v1/batches", body, batch_headers)
+    batch_jobs = pending_ids(stack) - {crashed, orphan}
+    assert len(batch_jobs) == 2 and not batch_jobs & jobs_in_broker(stack.redis)
+    wait_until(lambda: _answers(stack), DEADLINE, "gunicorn to replace its worker")
+    busy = stack.request("POST", "/v1/batches", body, batch_headers)
+    assert busy.status == 409 and busy.json()["error"]["code"] == "idempotency_key_in_use"
+    (hold,) = stack.redis.scan_iter(keyspace.IDEMPOTENCY_WRITER.format(owner="*", key="batch-310"))
+    stack.redis.pexpire(hold, 1)  # what WRITER_LEASE_SECONDS without a sign of life comes to
+    again = stack.request("POST", "/v1/batches", body, batch_headers)
+    assert again.status == 202 and again.headers["idempotent-replayed"] == "true"
+    assert {job["id"] for job in again.json()["jobs"]} == batch_jobs
+
+    wait_all(stack, [crashed, orphan, *batch_jobs])
     assert pending_ids(stack) == set()
 
 

@@ -374,12 +374,28 @@ def test_submit_batch_of_urls_is_json(api: FakeServer) -> None:
     client = BackdropClient(api.url, "secret")
     client.submit_batch(image_urls=["https://example.com/a.jpg"], keys=["a"], background="red", decontaminate=False)
     (seen,) = api.seen
-    assert seen.headers["content-type"] == "application/json"
+    assert seen.headers["content-type"] == "application/json" and "idempotency-key" not in seen.headers
     assert json.loads(seen.body) == {
         "image_urls": ["https://example.com/a.jpg"],
         "keys": ["a"],
         "options": {"background": "red", "decontaminate": False},
     }
+
+
+def test_a_batch_key_in_use_is_retried_with_the_same_key(api: FakeServer) -> None:
+    answers = iter(
+        [
+            error_answer(409, "idempotency_key_in_use", "still creating its batch", **{"Retry-After": "5"}),
+            json_answer(202, {"id": "b3", "status": "pending"}, **{"Idempotent-Replayed": "true"}),
+        ]
+    )
+    api.route = lambda seen: next(answers)
+    clock = FakeTime()
+    client = clock.install(BackdropClient(api.url, "secret"))
+    assert client.submit_batch([b"one"], idempotency_key="batch-7")["id"] == "b3"
+    assert [seen.headers["idempotency-key"] for seen in api.seen] == ["batch-7", "batch-7"]
+    assert api.seen[0].body == api.seen[1].body
+    assert clock.sleeps == [5.0]
 
 
 def test_download_batch_zip_and_cancel_batch(api: FakeServer, tmp_path: Path) -> None:

@@ -1,0 +1,209 @@
+"""A batch request that fails part-way leaves nothing of its batch to run, and ``Idempotency-Key`` makes
+``POST /v1/batches`` safe to retry: a replay, a request still writing, and one that died part-way,
+over a real Redis."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from kombu.exceptions import OperationalError
+
+from api import submissions
+from common import keyspace
+from common.errors import StorageError
+from common.jobs import JobStatus
+from common.queue import jobs_in_broker, send_job
+from tests.app.conftest import png
+
+CHUNK = 3
+URLS = [f"https://example.invalid/{index}.jpg" for index in range(3 * CHUNK)]
+
+
+class Crash(BaseException):
+    """The API process dying where it stands: no handler of the application runs, nothing is undone."""
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submissions, "BATCH_WRITE_CHUNK", CHUNK)
+
+
+def _redis(app: Flask) -> redis.Redis:
+    return app.extensions["backdrop"].redis
+
+
+def _post(client: FlaskClient, auth: dict[str, str], key: str | None, urls: list[str] = URLS):
+    headers = {**auth, "Idempotency-Key": key} if key else auth
+    return client.post("/v1/batches", json={"image_urls": urls}, headers=headers)
+
+
+def _sends_then(monkeypatch: pytest.MonkeyPatch, count: int, failure: BaseException) -> list[str]:
+    """send_job works ``count`` times, then raises ``failure``; the ids sent."""
+    real = submissions.send_job
+    sent: list[str] = []
+
+    def send(celery: object, job_id: str, queue: str) -> None:
+        if len(sent) == count:
+            raise failure
+        real(celery, job_id, queue)  # type: ignore[arg-type]
+        sent.append(job_id)
+
+    monkeypatch.setattr(submissions, "send_job", send)
+    return sent
+
+
+def _batch_records(app: Flask) -> list[str]:
+    prefix = keyspace.BATCH.format(batch_id="")
+    return [name for name in _redis(app).scan_iter(prefix + "*") if ":" not in name[len(prefix) :]]
+
+
+def _lease_runs_out(app: Flask, owner: str, key: str) -> None:
+    """What WRITER_LEASE_SECONDS without a sign of life from a dead request comes to."""
+    assert _redis(app).pexpire(keyspace.IDEMPOTENCY_WRITER.format(owner=owner, key=key), 1)
+
+
+def _statuses(app: Flask, job_ids: list[str]) -> list[str]:
+    return [app.extensions["backdrop"].jobs.get(job_id).status.value for job_id in job_ids]
+
+
+def _owner(app: Flask, job_id: str) -> str:
+    return app.extensions["backdrop"].jobs.get(job_id).owner
+
+
+def _until_not_in_use(client: FlaskClient, auth: dict[str, str], key: str):
+    """The first answer that is not 409 (bounded: 50 tries, 0.1 s apart)."""
+    for _ in range(50):
+        response = _post(client, auth, key)
+        if response.status_code != 409:
+            return response
+        time.sleep(0.1)
+    raise AssertionError("the key stayed in use")
+
+
+def test_a_batch_failing_part_way_leaves_none_of_its_jobs_to_run(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = _sends_then(monkeypatch, CHUNK + 1, OperationalError("the broker went away"))
+    response = _post(client, auth, None)
+    assert response.status_code == 503 and response.json["error"]["code"] == "queue_unavailable"
+    # The client never learned the batch's id: the jobs whose messages went out are canceled (their
+    # worker skips them), the batch record is gone (no webhook, no counts), and no quota is held.
+    assert len(sent) == CHUNK + 1
+    assert _statuses(app, sent) == ["canceled"] * len(sent)
+    assert _batch_records(app) == []
+    assert app.extensions["backdrop"].jobs.pending_count(_owner(app, sent[0])) == 0
+
+
+def test_a_storage_failure_part_way_also_withdraws_the_batch(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = submissions.Upload.store
+    stored: list[str] = []
+
+    def store(upload: submissions.Upload, api: object, key: str) -> None:
+        if len(stored) == CHUNK + 1:
+            raise StorageError("the bucket went away")
+        real(upload, api, key)  # type: ignore[arg-type]
+        stored.append(key)
+
+    monkeypatch.setattr(submissions.Upload, "store", store)
+    files = [(io.BytesIO(png(seed=index)), f"{index}.png") for index in range(2 * CHUNK)]
+    response = client.post("/v1/batches", data={"images": files}, headers=auth, content_type="multipart/form-data")
+    assert response.status_code == 503 and response.json["error"]["code"] == "storage_unavailable"
+    first_chunk = [name for name in _redis(app).scan_iter(keyspace.JOB.format(job_id="*"))]
+    assert len(first_chunk) == CHUNK
+    assert {_redis(app).hget(name, "status") for name in first_chunk} == {"canceled"}
+    assert _batch_records(app) == []
+
+
+def test_the_same_key_and_body_replay_the_batch_and_another_body_is_refused(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    first = _post(client, auth, "batch-1")
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    queued = jobs_in_broker(_redis(app))
+    again = _post(client, auth, "batch-1")
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json["id"] == first.json["id"] and again.headers["Location"] == first.headers["Location"]
+    assert jobs_in_broker(_redis(app)) == queued and len(queued) == len(URLS)  # no second job
+    changed = _post(client, auth, "batch-1", URLS[:-1])
+    assert (changed.status_code, changed.json["error"]["code"]) == (422, "idempotency_key_reused")
+    assert _post(client, auth, "batch-2").json["id"] != first.json["id"]
+    # A key is one request's: the key of a single job cannot also name a batch.
+    job = client.post(
+        "/v1/jobs",
+        data={"image_url": URLS[0]},
+        headers={**auth, "Idempotency-Key": "job-1"},
+        content_type="multipart/form-data",
+    )
+    assert job.status_code == 202, job.json
+    reused = _post(client, auth, "job-1")
+    assert (reused.status_code, reused.json["error"]["code"]) == (422, "idempotency_key_reused")
+
+
+def test_a_key_is_per_api_key(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
+    other = {"X-Api-Key": app.extensions["backdrop"].api_keys.create("other").token}
+    mine, theirs = _post(client, auth, "batch-1"), _post(client, other, "batch-1")
+    assert mine.status_code == theirs.status_code == 202
+    assert mine.json["id"] != theirs.json["id"] and "Idempotent-Replayed" not in theirs.headers
+
+
+def test_a_request_that_died_part_way_holds_its_key_then_a_retry_writes_the_batch_afresh(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = _sends_then(monkeypatch, CHUNK + 1, Crash())
+    with pytest.raises(Crash):
+        _post(client, auth, "batch-1")
+    monkeypatch.setattr(submissions, "send_job", send_job)  # the broker works again
+    (dead_batch,) = _batch_records(app)
+
+    busy = _post(client, auth, "batch-1")  # within the dead request's lease: it may still be writing
+    assert (busy.status_code, busy.json["error"]["code"]) == (409, "idempotency_key_in_use")
+    assert busy.headers["Retry-After"] == "5"
+
+    _lease_runs_out(app, _owner(app, sent[0]), "batch-1")
+    retried = _until_not_in_use(client, auth, "batch-1")
+    assert retried.status_code == 202, retried.json
+    assert "Idempotent-Replayed" not in retried.headers
+    batch_id = retried.json["id"]
+    assert keyspace.BATCH.format(batch_id=batch_id) != dead_batch
+    # What the dead request wrote is withdrawn; the new batch has every photo, each queued once.
+    assert _batch_records(app) == [keyspace.BATCH.format(batch_id=batch_id)]
+    assert _statuses(app, sent) == ["canceled"] * len(sent)
+    jobs = app.extensions["backdrop"].batches.jobs_of(batch_id)
+    assert [job.image_url for job in jobs] == URLS and {job.status for job in jobs} == {JobStatus.QUEUED}
+    assert jobs_in_broker(_redis(app)) == {job.id for job in jobs} | set(sent)  # the canceled ones are skipped
+    assert app.extensions["backdrop"].jobs.pending_count(jobs[0].owner) == len(URLS)
+    replay = _post(client, auth, "batch-1")
+    assert replay.json["id"] == batch_id and replay.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_request_that_died_after_writing_its_whole_batch_is_replayed(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = submissions.confirm_batch
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise Crash()
+
+    monkeypatch.setattr(submissions, "confirm_batch", crash)
+    with pytest.raises(Crash):
+        _post(client, auth, "batch-1")
+    monkeypatch.setattr(submissions, "confirm_batch", real)
+    (written,) = _batch_records(app)
+    queued = jobs_in_broker(_redis(app))
+    assert len(queued) == len(URLS)
+    busy = _post(client, auth, "batch-1")
+    assert (busy.status_code, busy.json["error"]["code"]) == (409, "idempotency_key_in_use")
+    _lease_runs_out(app, _owner(app, next(iter(queued))), "batch-1")
+
+    retried = _until_not_in_use(client, auth, "batch-1")
+    assert retried.status_code == 202 and retried.headers["Idempotent-Replayed"] == "true"
+    assert keyspace.BATCH.format(batch_id=retried.json["id"]) == written
+    assert jobs_in_broker(_redis(app)) == queued
+    assert {job["status"] for job in retried.json["jobs"]} == {"queued"}
