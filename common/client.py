@@ -160,8 +160,11 @@ class BackdropClient:
         timeout: float | None = None,
         sink: BinaryIO | None = None,
     ) -> _Response:
-        """One call, retried on 429/503 (honouring Retry-After, bounded); other errors raise ApiError."""
+        """One call, retried on 409/429/503 (honouring Retry-After, bounded); other errors raise ApiError.
+        A lost connection (refused, reset, timed out) is retried too where sending again is safe: a GET,
+        or a request with an ``Idempotency-Key``; elsewhere it is raised, as it may have been carried out."""
         attempt = 0
+        resendable = method == "GET" or any(name.lower() == "idempotency-key" for name in headers or {})
         while True:
             request = urllib.request.Request(url, data=body, method=method, headers={"User-Agent": USER_AGENT})
             for name, value in (headers or {}).items():
@@ -182,10 +185,15 @@ class BackdropClient:
                 with exc:
                     error_headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
                     error = _api_error(exc.code, error_headers, exc.read(), str(exc.reason))
-            if error.status not in RETRY_STATUSES or attempt >= self.retries:
-                raise error
+                if error.status not in RETRY_STATUSES or attempt >= self.retries:
+                    raise error from None
+                retry_after = error.retry_after
+            except OSError:  # URLError, RemoteDisconnected, a reset or a timeout: no answer came
+                if not resendable or attempt >= self.retries:
+                    raise
+                retry_after = None
             attempt += 1
-            delay = error.retry_after if error.retry_after is not None else 2.0 ** (attempt - 1)
+            delay = retry_after if retry_after is not None else 2.0 ** (attempt - 1)
             self._sleep(min(delay, self.max_retry_wait))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:

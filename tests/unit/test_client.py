@@ -64,6 +64,9 @@ def error_answer(status: int, code: str, message: str, **headers: str) -> Answer
     return json_answer(status, {"error": {"code": code, "message": message}}, **headers)
 
 
+DROP: Answer = (0, {}, b"")  # a route's answer: close the connection without one
+
+
 class FakeServer:
     """An HTTP server in a thread; ``route`` answers each request, ``seen`` records them."""
 
@@ -90,6 +93,9 @@ class FakeServer:
                 except Exception as exc:  # surfaced by the fixture
                     server.failures.append(exc)
                     status, headers, payload = 500, {}, b"fake server error"
+                if status == DROP[0]:  # the connection closed with no answer
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -398,6 +404,30 @@ def test_a_batch_key_in_use_is_retried_with_the_same_key(api: FakeServer) -> Non
     assert clock.sleeps == [5.0]
 
 
+def test_a_dropped_connection_is_retried_only_where_sending_again_is_safe(api: FakeServer) -> None:
+    answers = iter(
+        [DROP, json_answer(202, {"id": "b4", "status": "pending"}), DROP, json_answer(200, job("j1", "queued"))]
+    )
+    api.route = lambda seen: next(answers)
+    clock = FakeTime()
+    client = clock.install(BackdropClient(api.url, "secret"))
+    assert client.submit_batch(image_urls=["https://example.com/a.jpg"], idempotency_key="batch-8")["id"] == "b4"
+    assert [seen.headers["idempotency-key"] for seen in api.seen] == ["batch-8", "batch-8"]
+    assert api.seen[0].body == api.seen[1].body
+    assert client.get("j1")["status"] == "queued" and len(api.seen) == 4
+    assert clock.sleeps == [1.0, 1.0]
+
+    # Without a key the server may have created the batch before the connection dropped: not resent.
+    api.route = lambda seen: DROP
+    with pytest.raises(OSError):
+        client.submit_batch(image_urls=["https://example.com/a.jpg"])
+    assert len(api.seen) == 5
+    # Retries stay bounded.
+    with pytest.raises(OSError):
+        client.get("j1")
+    assert len(api.seen) == 5 + 1 + client.retries
+
+
 def test_download_batch_zip_and_cancel_batch(api: FakeServer, tmp_path: Path) -> None:
     api.route = lambda seen: (
         (200, {"Content-Type": "application/zip"}, b"PK\x03\x04zip-bytes")
@@ -500,6 +530,7 @@ def test_cli_remote_mode_writes_results_and_names_failures(api: FakeServer, tmp_
     assert len(posts) == 1
     assert posts[0].form()[0] == {"background": ["red"], "quality": ["92"], "outputs": ["composite,matte"]}
     assert {s.headers.get("authorization") for s in api.seen} == {"Bearer from-env"}
+    assert len(posts[0].headers["idempotency-key"]) == 32  # its own key: the batch may be sent again safely
 
 
 def test_cli_remote_mode_checks_options_before_sending(api: FakeServer, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.error
+import uuid
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -93,6 +94,8 @@ def replace_remote(
             raise click.ClickException(f"cannot reach {server}: {exc.reason}") from exc
         except TimeoutError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # the connection dropped, past the client's retries
+            raise click.ClickException(f"lost the connection to {server}: {exc}") from exc
 
     report(written, len(photos), output, [(photos[index].source, failures[index]) for index in sorted(failures)])
 
@@ -107,7 +110,10 @@ def _run_batch(
     failures: dict[int, str],
 ) -> int:
     """Submit, wait with a progress bar, download; returns how many photos were written."""
-    batch = client.submit_batch(images, filenames=[photos[index].source.name for index in sent], **fields)
+    # A key of its own, so that the client may send the batch again when the connection drops.
+    batch = client.submit_batch(
+        images, filenames=[photos[index].source.name for index in sent], idempotency_key=uuid.uuid4().hex, **fields
+    )
     batch_id = batch["id"]
     with tqdm(total=len(sent), desc="replacing", unit="photo", disable=None) as bar:
 
