@@ -51,7 +51,10 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # A batch request's hold on its Idempotency-Key, renewed before each chunk: how long a retry waits
 # (409) for a request that died while writing its batch.
 WRITER_LEASE_SECONDS = 120.0
-KEY_CHECKS_AT_ONCE = 16  # storage lookups of a JSON batch's keys in flight together
+# A batch's storage requests in flight together: the lookups of a JSON batch's keys, the uploads of a
+# multipart batch's photos (on S3 each is a request, and thousands one after another keep a client
+# waiting for minutes).
+STORAGE_REQUESTS_AT_ONCE = 16
 BATCH_WRITE_CHUNK = 256  # a batch's records written in one round trip, before their messages are sent
 log = logging.getLogger(__name__)
 _WAIT = re.compile(r"(?:^|[\s,;])wait=(\d+)")
@@ -160,11 +163,10 @@ def batch_requests_from_json(body: Any, api: ApiContext, owner: str) -> list[Job
 
 
 def _owned_upload_sizes(api: ApiContext, owner: str, keys: Sequence[str]) -> list[int | None]:
-    """``_owned_upload_size`` of each key, KEY_CHECKS_AT_ONCE at a time: on S3 each is a request, and a
-    batch of thousands of keys checked one after another would keep its client waiting for minutes."""
+    """``_owned_upload_size`` of each key, ``STORAGE_REQUESTS_AT_ONCE`` at a time."""
     if len(keys) <= 1:
         return [_owned_upload_size(api, owner, key) for key in keys]
-    with ThreadPoolExecutor(min(KEY_CHECKS_AT_ONCE, len(keys)), thread_name_prefix="key-check") as pool:
+    with ThreadPoolExecutor(min(STORAGE_REQUESTS_AT_ONCE, len(keys)), thread_name_prefix="key-check") as pool:
         return list(pool.map(lambda key: _owned_upload_size(api, owner, key), keys))
 
 
@@ -266,32 +268,37 @@ def enqueue_batch(
 def _write_batch_jobs(
     api: ApiContext, owner: str, batch: Batch, requests: list[JobRequest], writer: Lock | None
 ) -> None:
-    for start in range(0, len(requests), BATCH_WRITE_CHUNK):
-        if writer is not None:
-            writer.extend(WRITER_LEASE_SECONDS, replace_ttl=True)  # LockNotOwnedError once another took over
-        chunk = requests[start : start + BATCH_WRITE_CHUNK]
-        jobs = [
-            _stored_record(
-                api,
-                owner,
-                replace(request, options=request.options.model_copy(update={"webhook_url": None})),
-                new_job_id(),
-                batch_id=batch.id,
-            )
-            for request in chunk
-        ]
-        try:
-            api.jobs.insert_many(jobs)
-            api.batches.add_jobs(batch, [job.id for job in jobs])
-        except redis.RedisError as exc:
-            raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
-        sendable = []
-        for request, job in zip(chunk, jobs, strict=True):
-            if request.refused is not None:
-                _refused(api, job, request.refused)
-            else:
-                sendable.append(job)
-        _send(api, sendable, BATCH_QUEUE)
+    """The chunks of a batch, one after another; within a chunk the photos are stored
+    ``STORAGE_REQUESTS_AT_ONCE`` at a time, then the records written, then the messages sent."""
+    uploads = sum(request.image is not None or request.background_image is not None for request in requests)
+    pool = ThreadPoolExecutor(max(1, min(STORAGE_REQUESTS_AT_ONCE, uploads)), thread_name_prefix="batch-store")
+    try:
+        for start in range(0, len(requests), BATCH_WRITE_CHUNK):
+            if writer is not None:
+                writer.extend(WRITER_LEASE_SECONDS, replace_ttl=True)  # LockNotOwnedError once another took over
+            _write_chunk(api, owner, batch, requests[start : start + BATCH_WRITE_CHUNK], pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a failure, the photos not yet stored are not
+
+
+def _write_chunk(api: ApiContext, owner: str, batch: Batch, chunk: list[JobRequest], pool: ThreadPoolExecutor) -> None:
+    def stored(request: JobRequest) -> Job:
+        unhooked = replace(request, options=request.options.model_copy(update={"webhook_url": None}))
+        return _stored_record(api, owner, unhooked, new_job_id(), batch_id=batch.id)
+
+    jobs = list(pool.map(stored, chunk))
+    try:
+        api.jobs.insert_many(jobs)
+        api.batches.add_jobs(batch, [job.id for job in jobs])
+    except redis.RedisError as exc:
+        raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
+    sendable = []
+    for request, job in zip(chunk, jobs, strict=True):
+        if request.refused is not None:
+            _refused(api, job, request.refused)
+        else:
+            sendable.append(job)
+    _send(api, sendable, BATCH_QUEUE)
 
 
 def withdraw_batch(api: ApiContext, batch: Batch) -> None:

@@ -5,6 +5,7 @@ boto3 is imported when an ``S3Storage`` is made, so processes on local storage n
 
 from __future__ import annotations
 
+import io
 import logging
 import mimetypes
 from collections.abc import Iterator
@@ -32,6 +33,34 @@ _AUTH_ERROR_CODES = frozenset(
 _MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 # Part size of streamed uploads (S3's minimum part is 5 MiB); a file up to this size is one PUT.
 TRANSFER_CHUNK_BYTES = 8 * 1024 * 1024
+# Connections kept open to the endpoint (botocore keeps 10): a process runs many storage requests at once
+# (an API process's request threads, a batch's 16 uploads or key checks, a zip's 8 reads ahead).
+MAX_POOL_CONNECTIONS = 32
+
+
+class _Lent(io.RawIOBase):
+    """The caller's stream as boto3's transfer manager is handed it: it closes what it is given, and the
+    stream is the caller's to close (the API's spooled parts share one file)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._source.seekable()
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._source.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._source.tell()
 
 
 class S3Storage(Storage):
@@ -77,6 +106,7 @@ class S3Storage(Storage):
             retries={"total_max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            max_pool_connections=MAX_POOL_CONNECTIONS,
             # Many S3-compatible servers reject the newer default CRC checksums; send them only when required.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
@@ -179,7 +209,7 @@ class S3Storage(Storage):
         with self._translate("writing", key):
             try:
                 self._client.upload_fileobj(
-                    source, self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=config
+                    _Lent(source), self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=config
                 )
             except S3UploadFailedError as exc:  # the transfer manager's wrapper of a failed part
                 raise StorageError(f"writing s3://{self.bucket}/{key} failed: {exc}") from exc

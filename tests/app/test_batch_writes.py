@@ -4,6 +4,7 @@ photos and a broker that fails part-way, over a real Redis."""
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 import redis
@@ -81,3 +82,24 @@ def test_a_broker_failing_part_way_leaves_no_job_queued_without_its_message(
     records = sorted(_broker(app).scan_iter(keyspace.JOB.format(job_id="*")))
     assert records == sorted(keyspace.JOB.format(job_id=job_id) for job_id in sent)
     assert all(api.jobs.get(job_id) is not None for job_id in sent)
+
+
+def test_a_multipart_batch_stores_its_photos_several_at_a_time_each_under_its_own_job(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = submissions.Upload.store
+    together = threading.Barrier(CHUNK, timeout=30)  # broken (and the store fails) unless CHUNK wait at once
+
+    def store(upload: submissions.Upload, api: object, key: str) -> None:
+        together.wait()
+        real(upload, api, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(submissions.Upload, "store", store)
+    photos = [png(seed=index) for index in range(2 * CHUNK)]
+    files = [(io.BytesIO(data), f"{index}.png") for index, data in enumerate(photos)]
+    response = client.post("/v1/batches", data={"images": files}, headers=auth, content_type="multipart/form-data")
+    assert response.status_code == 202, response.json
+    api = app.extensions["backdrop"]
+    jobs = api.batches.jobs_of(response.json["id"])
+    assert [api.storage.get(job.input_key) for job in jobs] == photos
+    assert {job.status.value for job in jobs} == {"queued"}

@@ -55,6 +55,14 @@ def test_put_file_stores_a_stream_in_pieces(storage: Storage, size: int) -> None
         storage.size("uploads/a/absent")
 
 
+def test_put_file_leaves_the_callers_stream_open(storage: Storage) -> None:
+    data = os.urandom(3000)
+    source = io.BytesIO(data)  # boto3's transfer manager closes the file object it is handed
+    assert storage.put_file("uploads/a/plain", source, "image/png") == len(data)
+    assert not source.closed and source.tell() == len(data)
+    assert storage.get("uploads/a/plain") == data
+
+
 def test_s3_upload_urls_take_a_put_of_the_signed_type(s3: S3Storage) -> None:
     photo = os.urandom(5000)
     url = s3.upload_url("uploads/a/x", expires_in=600, content_type="image/jpeg", content_length=len(photo))

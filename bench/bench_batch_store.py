@@ -1,0 +1,196 @@
+"""Time to accept a multipart batch into S3, per photo: today's photos stored several at a time against
+a baseline commit's one after another, interleaved (A B A B) in one run.
+
+    flock /tmp/bench.lock python bench/bench_batch_store.py [--jobs 200] [--kib 100] [--rounds 5]
+
+Each round runs, for each tree (the baseline exported from git into a temporary directory), a process
+of its own that builds the API's context over one Redis and one moto S3 server over HTTP (both started
+here) and calls ``enqueue_batch`` with ``--jobs`` uploaded photos already spooled to disk, as
+``POST /v1/batches`` does once the multipart body is read: each photo stored in the bucket, the
+records, the batch's job list and the messages. Prints ms per photo for each and the ratio
+baseline/today (median of the per-round ratios).
+
+moto answers on loopback using its own CPU, on the same 2 cores as the API, where a real endpoint's
+round trip is mostly waiting. ``--rtt-ms`` puts a proxy in front of moto that holds every chunk of
+bytes half that long in each direction (while later bytes keep flowing), as an S3 endpoint that many
+milliseconds away would: ``--rtt-ms 0`` (no proxy) and, say, ``--rtt-ms 20`` bracket what a
+deployment sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import redis  # noqa: E402
+
+from bench.bench_outage import start_moto  # noqa: E402
+from bench.bench_upload_memory import export_tree, in_turn, run_in_tree  # noqa: E402
+from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
+
+# The last commit that stored a multipart batch's photos one after another.
+BASELINE_COMMIT = "218dece"
+
+# Run in each tree's own directory, against that tree's modules.
+CHILD = """
+import io, json, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, ".")
+from api.context import ApiContext
+from api.spool import SpooledPart
+from api.submissions import JobRequest, Upload, enqueue_batch
+from common.imaging import probe_image
+from common.options import JobOptions
+from common.settings import Settings
+
+redis_url, endpoint, bucket, jobs, kib = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+settings = Settings(
+    redis_url=redis_url,
+    storage="s3",
+    s3_endpoint_url=endpoint,
+    s3_bucket=bucket,
+    s3_access_key_id="bench-access-key",
+    s3_secret_access_key="bench-secret-key",
+    s3_create_bucket=True,
+    data_dir=Path(tempfile.mkdtemp()),
+    max_pending_jobs=2 * jobs + 100,
+)
+api = ApiContext.build(settings)
+# A small PNG padded to its size: the API reads only the header, S3 stores the whole file.
+from PIL import Image
+buffer = io.BytesIO()
+Image.new("RGB", (400, 300), (90, 120, 150)).save(buffer, "PNG")
+png = buffer.getvalue() + bytes(kib * 1024)
+
+# The photos in one spool file, as the API's request parser leaves them (api.spool).
+spool = tempfile.TemporaryFile()
+parts = []
+
+def upload():
+    part = SpooledPart(spool.fileno(), parts[-1].end if parts else 0)
+    parts.append(part)
+    part.write(png)
+    part.seek(0)
+    info = probe_image(part, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
+    return Upload(part, len(png), info)
+
+enqueue_batch(api, "warm-up", [JobRequest(JobOptions(), upload()) for _ in range(8)])
+requests = [JobRequest(JobOptions(), upload()) for _ in range(jobs)]
+start = time.perf_counter()
+batch = enqueue_batch(api, "bench", requests)
+seconds = time.perf_counter() - start
+assert api.batches.counts(batch.id).queued == jobs
+print(json.dumps({"ms_per_photo": seconds * 1000 / jobs}))
+"""
+
+
+class DelayProxy:
+    """A TCP proxy on loopback to ``target_port`` that delivers every chunk ``one_way`` seconds after it
+    arrived, in each direction: a round trip of twice that, with the bytes of a body still pipelined."""
+
+    def __init__(self, target_port: int, one_way: float) -> None:
+        self.target_port = target_port
+        self.one_way = one_way
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        held: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+        def deliver() -> None:
+            while True:
+                due, data = held.get()
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    if not data:
+                        sink.shutdown(socket.SHUT_WR)
+                        return
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=deliver, daemon=True).start()
+        while True:
+            try:
+                data = source.recv(1 << 16)
+            except OSError:
+                data = b""
+            held.put((time.monotonic() + self.one_way, data))
+            if not data:
+                return
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--kib", type=int, default=100, help="size of each photo")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rtt-ms", type=float, default=0.0, help="round trip added in front of moto")
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare against")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        trees = {"baseline": export_tree(args.baseline, root / "baseline"), "today": REPO}
+        port = free_port()
+        server: ManagedProcess = start_redis(root / "redis", port, persist=False, log_path=root / "redis.log")
+        moto, endpoint = start_moto(root)
+        proxy = DelayProxy(int(endpoint.rsplit(":", 1)[1]), args.rtt_ms / 2000) if args.rtt_ms else None
+        if proxy is not None:
+            endpoint = f"http://127.0.0.1:{proxy.port}"
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            times: dict[str, list[float]] = {name: [] for name in trees}
+            ratios = []
+            client = redis.Redis.from_url(url)
+            for round_index, order in in_turn(list(trees), args.rounds):
+                measured = {}
+                for name in order:
+                    client.flushdb()
+                    bucket = f"bench-{round_index}-{name}"  # a fresh bucket: moto keeps every object in memory
+                    argv = (url, endpoint, bucket, str(args.jobs), str(args.kib))
+                    measured[name] = run_in_tree(trees[name], CHILD, *argv)["ms_per_photo"]
+                    times[name].append(measured[name])
+                ratios.append(measured["baseline"] / measured["today"])
+                print(
+                    f"round {round_index + 1}: baseline {measured['baseline']:.2f} ms/photo, "
+                    f"today {measured['today']:.2f} ms/photo, x{ratios[-1]:.2f}",
+                    flush=True,
+                )
+            client.close()
+        finally:
+            if proxy is not None:
+                proxy.close()
+            moto.stop()
+            server.stop()
+    for name, values in times.items():
+        label = f"baseline {args.baseline}" if name == "baseline" else "today"
+        print(f"{label}: median {statistics.median(values):.2f} ms/photo ({min(values):.2f}-{max(values):.2f})")
+    print(f"ratio baseline/today (median of rounds): x{statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
