@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import queue
 import socket
-import statistics
 import sys
 import tempfile
 import threading
@@ -35,7 +34,7 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 
 from bench.bench_outage import start_moto  # noqa: E402
-from bench.bench_upload_memory import export_tree, in_turn, run_in_tree  # noqa: E402
+from bench.bench_upload_memory import export_tree, ratio_rounds, run_in_tree  # noqa: E402
 from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
 
 # The last commit that stored a multipart batch's photos one after another.
@@ -163,33 +162,21 @@ def main() -> None:
             endpoint = f"http://127.0.0.1:{proxy.port}"
         try:
             url = f"redis://127.0.0.1:{port}/0"
-            times: dict[str, list[float]] = {name: [] for name in trees}
-            ratios = []
             client = redis.Redis.from_url(url)
-            for round_index, order in in_turn(list(trees), args.rounds):
-                measured = {}
-                for name in order:
-                    client.flushdb()
-                    bucket = f"bench-{round_index}-{name}"  # a fresh bucket: moto keeps every object in memory
-                    argv = (url, endpoint, bucket, str(args.jobs), str(args.kib))
-                    measured[name] = run_in_tree(trees[name], CHILD, *argv)["ms_per_photo"]
-                    times[name].append(measured[name])
-                ratios.append(measured["baseline"] / measured["today"])
-                print(
-                    f"round {round_index + 1}: baseline {measured['baseline']:.2f} ms/photo, "
-                    f"today {measured['today']:.2f} ms/photo, x{ratios[-1]:.2f}",
-                    flush=True,
-                )
+
+            def measure(name: str, tree: Path, round_index: int) -> float:
+                client.flushdb()
+                bucket = f"bench-{round_index}-{name}"  # a fresh bucket: moto keeps every object in memory
+                argv = (url, endpoint, bucket, str(args.jobs), str(args.kib))
+                return float(run_in_tree(tree, CHILD, *argv)["ms_per_photo"])
+
+            ratio_rounds(trees, args.rounds, measure, "ms/photo", args.baseline)
             client.close()
         finally:
             if proxy is not None:
                 proxy.close()
             moto.stop()
             server.stop()
-    for name, values in times.items():
-        label = f"baseline {args.baseline}" if name == "baseline" else "today"
-        print(f"{label}: median {statistics.median(values):.2f} ms/photo ({min(values):.2f}-{max(values):.2f})")
-    print(f"ratio baseline/today (median of rounds): x{statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Prints ms per job for each and the ratio baseline/today (median of the per-round
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
 
-from bench.bench_upload_memory import export_tree, in_turn, run_in_tree  # noqa: E402
+from bench.bench_upload_memory import export_tree, ratio_rounds, run_in_tree  # noqa: E402
 from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
 
 # The last commit that wrote a batch's records one job at a time.
@@ -67,28 +66,16 @@ def main() -> None:
         server: ManagedProcess = start_redis(root / "redis", port, persist=True, log_path=root / "redis.log")
         try:
             url = f"redis://127.0.0.1:{port}/0"
-            times: dict[str, list[float]] = {name: [] for name in trees}
-            ratios = []
             client = redis.Redis.from_url(url)
-            for round_index, order in in_turn(list(trees), args.rounds):
-                measured = {}
-                for name in order:
-                    client.flushdb()
-                    measured[name] = run_in_tree(trees[name], CHILD, url, str(args.jobs))["ms_per_job"]
-                    times[name].append(measured[name])
-                ratios.append(measured["baseline"] / measured["today"])
-                print(
-                    f"round {round_index + 1}: baseline {measured['baseline']:.3f} ms/job, "
-                    f"today {measured['today']:.3f} ms/job, x{ratios[-1]:.2f}",
-                    flush=True,
-                )
+
+            def measure(name: str, tree: Path, round_index: int) -> float:
+                client.flushdb()
+                return float(run_in_tree(tree, CHILD, url, str(args.jobs))["ms_per_job"])
+
+            ratio_rounds(trees, args.rounds, measure, "ms/job", args.baseline)
             client.close()
         finally:
             server.stop()
-    for name, values in times.items():
-        label = f"baseline {args.baseline}" if name == "baseline" else "today"
-        print(f"{label}: median {statistics.median(values):.3f} ms/job ({min(values):.3f}-{max(values):.3f})")
-    print(f"ratio baseline/today (median of rounds): x{statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

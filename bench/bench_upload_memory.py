@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,30 @@ def in_turn(names: Sequence[str], rounds: int) -> Iterator[tuple[int, list[str]]
     """Each round's number and the order to run ``names`` in: as given, then reversed, and so on."""
     for round_index in range(rounds):
         yield round_index, list(names) if round_index % 2 == 0 else list(reversed(names))
+
+
+def ratio_rounds(
+    trees: Mapping[str, Path], rounds: int, measure: Callable[[str, Path, int], float], unit: str, baseline: str
+) -> None:
+    """Measure the ``baseline`` and ``today`` trees ``rounds`` times, in alternating order (``in_turn``):
+    ``measure(name, tree, round)`` gives one figure (lower is better). Prints each round's figures and
+    ratio baseline/today, then each tree's median and range and the median of the per-round ratios."""
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    ratios = []
+    for round_index, order in in_turn(list(trees), rounds):
+        measured = {name: measure(name, trees[name], round_index) for name in order}
+        for name, value in measured.items():
+            times[name].append(value)
+        ratios.append(measured["baseline"] / measured["today"])
+        print(
+            f"round {round_index + 1}: baseline {measured['baseline']:.3f} {unit}, "
+            f"today {measured['today']:.3f} {unit}, x{ratios[-1]:.2f}",
+            flush=True,
+        )
+    for name, values in times.items():
+        label = f"baseline {baseline}" if name == "baseline" else "today"
+        print(f"{label}: median {statistics.median(values):.3f} {unit} ({min(values):.3f}-{max(values):.3f})")
+    print(f"ratio baseline/today (median of rounds): x{statistics.median(ratios):.2f}")
 
 
 def memory_of(pid: int) -> dict[str, int]:
