@@ -28,7 +28,7 @@ from werkzeug.datastructures import FileStorage
 
 from api.context import ApiContext
 from common import keyspace
-from common.batches import Batch
+from common.batches import BATCH_WRITE_LEASE_SECONDS, Batch, WithdrawnBatch
 from common.errors import (
     IdempotencyConflict,
     IdempotencyInProgress,
@@ -41,16 +41,13 @@ from common.errors import (
     TooManyPending,
 )
 from common.imaging import ImageInfo, probe_image
-from common.jobs import InputInfo, Job, JobExists, TransitionRefused, new_job_id
+from common.jobs import InputInfo, Job, JobExists, new_job_id
 from common.netsafe import check_url
 from common.options import JobOptions, Surface
 from common.queue import BATCH_QUEUE, INTERACTIVE_QUEUE, notify_batch_completed, send_job
 from common.storage import background_key, input_key, is_owned_by, validate_key
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
-# A batch request's hold on its Idempotency-Key, renewed before each chunk: how long a retry waits
-# (409) for a request that died while writing its batch.
-WRITER_LEASE_SECONDS = 120.0
 # A batch's storage requests in flight together: the lookups of a JSON batch's keys, the uploads of a
 # multipart batch's photos (on S3 each is a request, and thousands one after another keep a client
 # waiting for minutes).
@@ -258,6 +255,10 @@ def enqueue_batch(
     batch = api.batches.create(owner, len(requests), requests[0].options.webhook_url, batch_id=batch_id)
     try:
         _write_batch_jobs(api, owner, batch, requests, writer)
+        api.batches.written(batch.id)
+    except WithdrawnBatch as exc:  # this request went without progress too long, and was taken for dead
+        withdraw_batch(api, batch)
+        raise QueueUnavailable("the batch took too long to write and was withdrawn; try again") from exc
     except Exception:
         withdraw_batch(api, batch)
         raise
@@ -275,7 +276,9 @@ def _write_batch_jobs(
     try:
         for start in range(0, len(requests), BATCH_WRITE_CHUNK):
             if writer is not None:
-                writer.extend(WRITER_LEASE_SECONDS, replace_ttl=True)  # LockNotOwnedError once another took over
+                writer.extend(BATCH_WRITE_LEASE_SECONDS, replace_ttl=True)  # LockNotOwnedError once another took over
+            if start:
+                api.batches.progress(batch.id)  # WithdrawnBatch once taken for dead (create was the first sign)
             _write_chunk(api, owner, batch, requests[start : start + BATCH_WRITE_CHUNK], pool)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # after a failure, the photos not yet stored are not
@@ -302,18 +305,15 @@ def _write_chunk(api: ApiContext, owner: str, batch: Batch, chunk: list[JobReque
 
 
 def withdraw_batch(api: ApiContext, batch: Batch) -> None:
-    """Cancel every job of a batch whose request failed part-way and delete the batch record, so that
-    none of its jobs runs (a worker skips a canceled job) and no webhook fires. Best effort: when Redis
-    itself is what failed, the jobs written stay, and those without a message are sent by the reconciler."""
+    """``BatchStore.withdraw``: nothing of a batch whose request failed part-way runs. Best effort: when
+    Redis itself is what failed, the batch stays among those being written, and the workers' reconciler
+    withdraws it once its request has gone ``BATCH_WRITE_LEASE_SECONDS`` without progress."""
     try:
-        for job_id in api.batches.job_ids(batch.id):
-            with suppress(TransitionRefused):
-                api.jobs.cancel(job_id)
-        api.batches.delete(batch.id)
+        canceled = api.batches.withdraw(batch.id)
     except redis.RedisError as exc:
-        log.error("batch %s failed part-way and could not be withdrawn (%s): its written jobs will run", batch.id, exc)
+        log.error("batch %s failed part-way and is left to the reconciler to withdraw (%s)", batch.id, exc)
     else:
-        log.warning("batch %s failed part-way: its jobs are canceled and the batch deleted", batch.id)
+        log.warning("batch %s failed part-way: withdrawn, %d jobs canceled", batch.id, canceled)
 
 
 def _stored_record(api: ApiContext, owner: str, request: JobRequest, job_id: str, batch_id: str | None = None) -> Job:
@@ -458,7 +458,7 @@ class BatchReservation:
 def reserve_batch(api: ApiContext, owner: str, key: str, body_hash: str) -> BatchReservation:
     """Reserve an Idempotency-Key for a new batch, or find the batch an earlier request with it made.
 
-    A batch is written in many steps, so a request holds the key (``WRITER_LEASE_SECONDS``, renewed
+    A batch is written in many steps, so a request holds the key (``BATCH_WRITE_LEASE_SECONDS``, renewed
     before each chunk) while it writes; another request with the key meanwhile gets
     ``IdempotencyInProgress``. An unconfirmed reservation whose hold has run out belongs to a request
     that died: when its batch was written whole, it is the answer; when part-way, what it wrote is
@@ -466,7 +466,7 @@ def reserve_batch(api: ApiContext, owner: str, key: str, body_hash: str) -> Batc
     """
     name = keyspace.IDEMPOTENCY.format(owner=owner, key=key)
     writer = api.redis.lock(
-        keyspace.IDEMPOTENCY_WRITER.format(owner=owner, key=key), timeout=WRITER_LEASE_SECONDS, blocking=False
+        keyspace.IDEMPOTENCY_WRITER.format(owner=owner, key=key), timeout=BATCH_WRITE_LEASE_SECONDS, blocking=False
     )
     if not writer.acquire():
         raise IdempotencyInProgress("a request with this Idempotency-Key is still creating its batch; try again")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import datetime, timedelta
 
 import redis
@@ -12,9 +14,17 @@ from pydantic import BaseModel
 
 from common import keyspace
 from common.errors import RecordDamaged
-from common.jobs import Job, JobStatus, JobStore, now
+from common.jobs import Job, JobStatus, JobStore, TransitionRefused, now
 
 log = logging.getLogger(__name__)
+
+
+class WithdrawnBatch(Exception):
+    """The batch being written was withdrawn meanwhile: its request had gone without progress too long."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"batch {batch_id} was withdrawn while it was written")
+        self.batch_id = batch_id
 
 
 class Batch(BaseModel):
@@ -39,6 +49,11 @@ class BatchCounts(BaseModel):
     def finished(self) -> int:
         """Jobs in a final state: the one definition of a batch's progress."""
         return sum(getattr(self, status.value) for status in JobStatus if status.is_terminal)
+
+
+# How long the request writing a batch may go without progress (a chunk written) before it is taken
+# for dead: then a retry with its Idempotency-Key, or the workers' reconciler, withdraws what it wrote.
+BATCH_WRITE_LEASE_SECONDS = 120.0
 
 
 class BatchStore:
@@ -71,7 +86,36 @@ class BatchStore:
             },
         )
         self.redis.expire(key, self.jobs.ttl)
+        self.redis.zadd(keyspace.BATCHES_WRITING, {batch.id: time.time()})
         return batch
+
+    # --- a batch being written: its request's progress, and batches whose request died -------------
+
+    def progress(self, batch_id: str) -> None:
+        """A sign of life of the request writing the batch; WithdrawnBatch when it was withdrawn meanwhile."""
+        changed = self.redis.zadd(keyspace.BATCHES_WRITING, {batch_id: time.time()}, xx=True, ch=True)
+        if changed == 0 and self.redis.zscore(keyspace.BATCHES_WRITING, batch_id) is None:
+            raise WithdrawnBatch(batch_id)
+
+    def written(self, batch_id: str) -> None:
+        """Every job of the batch is written; WithdrawnBatch when it was withdrawn meanwhile."""
+        if self.redis.zrem(keyspace.BATCHES_WRITING, batch_id) == 0:
+            raise WithdrawnBatch(batch_id)
+
+    def stalled(self, before: float, limit: int) -> list[str]:
+        """Batches still being written whose request has shown no progress since ``before`` (Unix time)."""
+        return list(self.redis.zrangebyscore(keyspace.BATCHES_WRITING, "-inf", before, start=0, num=limit))
+
+    def withdraw(self, batch_id: str) -> int:
+        """Cancel every unfinished job of a batch whose request failed or died part-way and delete the
+        batch, so that none of its jobs runs (a worker skips a canceled job) and no webhook fires: its
+        client was never told its id. Returns how many jobs were canceled."""
+        canceled = 0
+        for job_id in self.job_ids(batch_id):
+            with suppress(TransitionRefused):
+                canceled += self.jobs.cancel(job_id)
+        self.delete(batch_id)
+        return canceled
 
     def add_jobs(self, batch: Batch, job_ids: Sequence[str]) -> None:
         """Append jobs to the batch's list, in submission order."""
@@ -85,11 +129,14 @@ class BatchStore:
 
     def delete(self, batch_id: str) -> None:
         """The batch record, its job list and its completion mark (not its jobs' records)."""
-        self.redis.delete(
-            keyspace.BATCH.format(batch_id=batch_id),
-            keyspace.BATCH_JOBS.format(batch_id=batch_id),
-            keyspace.BATCH_COMPLETED.format(batch_id=batch_id),
-        )
+        with self.redis.pipeline() as pipe:
+            pipe.delete(
+                keyspace.BATCH.format(batch_id=batch_id),
+                keyspace.BATCH_JOBS.format(batch_id=batch_id),
+                keyspace.BATCH_COMPLETED.format(batch_id=batch_id),
+            )
+            pipe.zrem(keyspace.BATCHES_WRITING, batch_id)
+            pipe.execute()
 
     def job_count(self, batch_id: str) -> int:
         """How many jobs have been written into the batch's list so far."""

@@ -23,6 +23,7 @@ BATCH = PREFIX + "batch:{batch_id}"  # hash: one batch record
 BATCH_TALLY = "jobs_{status}"  # fields of BATCH: its jobs in each state, kept by the job scripts themselves
 BATCH_JOBS = PREFIX + "batch:{batch_id}:jobs"  # list: the batch's job ids in submission order
 BATCH_COMPLETED = PREFIX + "batch:{batch_id}:completed"  # string: set once, by whoever sees the last job finish
+BATCHES_WRITING = PREFIX + "batches:writing"  # sorted set: batches being written, by their last progress (Unix time)
 API_KEY = PREFIX + "apikey:{key_id}"  # hash: one API key (its secret only hashed)
 API_KEY_INDEX = PREFIX + "apikeys"  # set: every key id
 WORKER = PREFIX + "worker:{name}"  # hash: a worker that has its model loaded, and its counters

@@ -1,4 +1,5 @@
-"""The reconciler: pending jobs whose message is lost are enqueued again, or failed past their deliveries.
+"""The reconciler: pending jobs whose message is lost are enqueued again, or failed past their deliveries;
+batches whose request died while writing them are withdrawn.
 
 A job's record can stay ``queued`` or ``processing`` with no message left in the broker: a worker killed
 between kombu's pop and its unacked record, an API killed between the record and the message, a Redis
@@ -20,6 +21,7 @@ import redis
 from celery import Celery
 
 from common import keyspace
+from common.batches import BATCH_WRITE_LEASE_SECONDS
 from common.errors import RecordDamaged, WorkerLost
 from common.jobs import JobStore, TransitionRefused
 from common.queue import jobs_in_broker, queue_for, queue_of, send_job
@@ -42,6 +44,7 @@ class Report:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     alive: int = 0  # stale jobs whose message was found
+    withdrawn: list[str] = field(default_factory=list)  # batches whose request died while writing them
 
 
 class Reconciler:
@@ -77,6 +80,7 @@ class Reconciler:
         every process writes them: clocks are assumed in sync) that have no message (looking twice), and
         enqueue each again, or fail it when it has had its deliveries."""
         report = Report()
+        self._withdraw_stalled_batches(now, report)
         if not self._indexed:
             # Records written before the index existed; once per process is enough.
             self.jobs.index_pending_sets()
@@ -91,6 +95,15 @@ class Reconciler:
         for job_id, score in missing.items():
             self._reclaim(job_id, score, report)
         return report
+
+    def _withdraw_stalled_batches(self, now: float, report: Report) -> None:
+        """Withdraw the batches whose request died part-way (a crashed API process): its client never
+        learned the batch's id, and the batch would never complete."""
+        batches = self.events.batches
+        for batch_id in batches.stalled(now - BATCH_WRITE_LEASE_SECONDS, RUN_LIMIT):
+            canceled = batches.withdraw(batch_id)
+            log.warning("reconciler: batch %s was never written whole; withdrawn, %d jobs canceled", batch_id, canceled)
+            report.withdrawn.append(batch_id)
 
     def _without_message(self, candidates: dict[str, float], report: Report) -> dict[str, float]:
         """The candidates with no message in the broker; those with one get a sign of life."""
@@ -153,8 +166,13 @@ class ReconcilerLoop:
             try:
                 if self._take_lock(interval):
                     report = self.reconciler.run_once(time.time())
-                    if report.requeued or report.failed:
-                        log.info("reconciler: %d enqueued again, %d failed", len(report.requeued), len(report.failed))
+                    if report.requeued or report.failed or report.withdrawn:
+                        log.info(
+                            "reconciler: %d enqueued again, %d failed, %d batches withdrawn",
+                            len(report.requeued),
+                            len(report.failed),
+                            len(report.withdrawn),
+                        )
             except redis.RedisError as exc:
                 log.warning("reconciler: Redis unavailable (%s); will try again", exc)
             except Exception:

@@ -16,10 +16,13 @@ from kombu.exceptions import OperationalError
 
 from api import submissions
 from common import keyspace
+from common.batches import BATCH_WRITE_LEASE_SECONDS
 from common.errors import StorageError
 from common.jobs import JobStatus
 from common.queue import jobs_in_broker, send_job
 from tests.app.conftest import png
+from worker.notifications import JobEvents
+from worker.reconciler import Reconciler
 
 CHUNK = 3
 URLS = [f"https://example.invalid/{index}.jpg" for index in range(3 * CHUNK)]
@@ -207,3 +210,46 @@ def test_a_request_that_died_after_writing_its_whole_batch_is_replayed(
     assert keyspace.BATCH.format(batch_id=retried.json["id"]) == written
     assert jobs_in_broker(_redis(app)) == queued
     assert {job["status"] for job in retried.json["jobs"]} == {"queued"}
+
+
+def _reconciler(app: Flask) -> Reconciler:
+    api = app.extensions["backdrop"]
+    events = JobEvents(None, api.jobs, api.batches)
+    return Reconciler(api.redis, api.jobs, events, api.celery, api.settings, recheck_delay=0)
+
+
+def test_the_reconciler_withdraws_a_batch_whose_request_died_part_way(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = _sends_then(monkeypatch, CHUNK + 1, Crash())
+    with pytest.raises(Crash):
+        _post(client, auth, None)  # no key: no retry will come for it
+    (record,) = _batch_records(app)
+    unsent = [name for name in _redis(app).scan_iter(keyspace.JOB.format(job_id="*"))]
+    assert len(unsent) == 2 * CHUNK  # the second chunk's records, two of them without a message
+    reconciler = _reconciler(app)
+    assert reconciler.run_once(time.time()).withdrawn == []  # its request may still be writing it
+    report = reconciler.run_once(time.time() + BATCH_WRITE_LEASE_SECONDS + 1)
+    assert [keyspace.BATCH.format(batch_id=batch_id) for batch_id in report.withdrawn] == [record]
+    assert report.requeued == [] and _batch_records(app) == []
+    assert {_redis(app).hget(name, "status") for name in unsent} == {"canceled"}
+    assert app.extensions["backdrop"].jobs.pending_count(_owner(app, sent[0])) == 0
+
+
+def test_a_request_taken_for_dead_while_writing_fails_and_leaves_nothing_to_run(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = submissions.send_job
+    sent: list[str] = []
+
+    def send_then_stall(celery: object, job_id: str, queue: str) -> None:
+        real(celery, job_id, queue)  # type: ignore[arg-type]
+        sent.append(job_id)
+        if len(sent) == CHUNK:  # the first chunk is out; then the request stalls past its lease
+            assert _reconciler(app).run_once(time.time() + BATCH_WRITE_LEASE_SECONDS + 1).withdrawn
+
+    monkeypatch.setattr(submissions, "send_job", send_then_stall)
+    response = _post(client, auth, None)
+    assert (response.status_code, response.json["error"]["code"]) == (503, "queue_unavailable")
+    assert len(sent) == CHUNK and _statuses(app, sent) == ["canceled"] * CHUNK
+    assert _batch_records(app) == []
