@@ -475,9 +475,9 @@ def reserve_batch(api: ApiContext, owner: str, key: str, body_hash: str) -> Batc
         if original is None:
             return BatchReservation(batch_id, None, writer)
         batch = api.batches.get(batch_id)
-        if original["confirmed"] or (batch is not None and api.batches.job_count(batch_id) >= batch.total):
-            if batch is None:
-                raise NotFound("the batch created with this Idempotency-Key no longer exists")
+        if original["confirmed"] and batch is None:
+            raise NotFound("the batch created with this Idempotency-Key no longer exists")
+        if batch is not None and (original["confirmed"] or _written_whole(api, batch)):
             confirm_batch(api, owner, key, body_hash, batch)
             writer.release()
             return BatchReservation(batch_id, batch, None)
@@ -490,6 +490,16 @@ def reserve_batch(api: ApiContext, owner: str, key: str, body_hash: str) -> Batc
     except Exception:
         _release(writer)
         raise
+
+
+def _written_whole(api: ApiContext, batch: Batch) -> bool:
+    """Whether a dead request wrote every job of its batch (its messages may be missing: the reconciler
+    sends those); the batch is then no longer one being written, which the reconciler would withdraw."""
+    if api.batches.job_count(batch.id) < batch.total:
+        return False
+    with suppress(WithdrawnBatch):  # already taken off the list: by its request, or by a withdrawal
+        api.batches.written(batch.id)
+    return api.batches.get(batch.id) is not None  # not withdrawn meanwhile
 
 
 def confirm_batch(api: ApiContext, owner: str, key: str, body_hash: str, batch: Batch) -> None:

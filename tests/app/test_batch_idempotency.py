@@ -186,21 +186,27 @@ def test_a_request_that_died_part_way_holds_its_key_then_a_retry_writes_the_batc
     assert replay.json["id"] == batch_id and replay.headers["Idempotent-Replayed"] == "true"
 
 
+@pytest.mark.parametrize("crash_at", ["confirm_batch", "_send"])
 def test_a_request_that_died_after_writing_its_whole_batch_is_replayed(
-    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch, crash_at: str
 ) -> None:
-    real = submissions.confirm_batch
+    """Dying before its reservation is confirmed, or before the last chunk's messages (which the
+    reconciler then sends): either way every record is written, and the retry answers that batch."""
+    real = getattr(submissions, crash_at)
+    chunks = iter(range(len(URLS) // CHUNK))
 
     def crash(*args: object, **kwargs: object) -> None:
+        if crash_at == "_send" and next(chunks) < len(URLS) // CHUNK - 1:
+            return real(*args, **kwargs)
         raise Crash()
 
-    monkeypatch.setattr(submissions, "confirm_batch", crash)
+    monkeypatch.setattr(submissions, crash_at, crash)
     with pytest.raises(Crash):
         _post(client, auth, "batch-1")
-    monkeypatch.setattr(submissions, "confirm_batch", real)
+    monkeypatch.setattr(submissions, crash_at, real)
     (written,) = _batch_records(app)
     queued = jobs_in_broker(_redis(app))
-    assert len(queued) == len(URLS)
+    assert len(queued) == (len(URLS) if crash_at == "confirm_batch" else len(URLS) - CHUNK)
     busy = _post(client, auth, "batch-1")
     assert (busy.status_code, busy.json["error"]["code"]) == (409, "idempotency_key_in_use")
     _lease_runs_out(app, _owner(app, next(iter(queued))), "batch-1")
@@ -210,6 +216,9 @@ def test_a_request_that_died_after_writing_its_whole_batch_is_replayed(
     assert keyspace.BATCH.format(batch_id=retried.json["id"]) == written
     assert jobs_in_broker(_redis(app)) == queued
     assert {job["status"] for job in retried.json["jobs"]} == {"queued"}
+    # Answered, it is no batch being written any more: the reconciler leaves it alone.
+    assert _reconciler(app).run_once(time.time() + BATCH_WRITE_LEASE_SECONDS + 1).withdrawn == []
+    assert _batch_records(app) == [written]
 
 
 def _reconciler(app: Flask) -> Reconciler:
