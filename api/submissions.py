@@ -494,12 +494,17 @@ def reserve_batch(api: ApiContext, owner: str, key: str, body_hash: str) -> Batc
 
 def _written_whole(api: ApiContext, batch: Batch) -> bool:
     """Whether a dead request wrote every job of its batch (its messages may be missing: the reconciler
-    sends those); the batch is then no longer one being written, which the reconciler would withdraw."""
+    sends those). Such a batch is marked written here, if its request had not, so that the reconciler
+    does not withdraw it; False when the reconciler has taken it to withdraw."""
     if api.batches.job_count(batch.id) < batch.total:
         return False
-    with suppress(WithdrawnBatch):  # already taken off the list: by its request, or by a withdrawal
+    if api.batches.is_written(batch.id):
+        return True
+    try:
         api.batches.written(batch.id)
-    return api.batches.get(batch.id) is not None  # not withdrawn meanwhile
+    except WithdrawnBatch:
+        return False
+    return True
 
 
 def confirm_batch(api: ApiContext, owner: str, key: str, body_hash: str, batch: Batch) -> None:

@@ -56,10 +56,22 @@ class BatchCounts(BaseModel):
 BATCH_WRITE_LEASE_SECONDS = 120.0
 
 
+# A batch's field set once every job of it is written (its request's answer may still be lost).
+_WRITTEN = "written"
+# KEYS = [batches being written, the batch record]; ARGV = [batch id]. 1 when the batch was on the list
+# (now taken off, and its record marked written), 0 when it was not.
+_WRITTEN_SCRIPT = f"""
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], '{_WRITTEN}', '1') end
+return 1
+"""
+
+
 class BatchStore:
     def __init__(self, client: redis.Redis, jobs: JobStore) -> None:
         self.redis = client
         self.jobs = jobs
+        self._written_script = client.register_script(_WRITTEN_SCRIPT)
 
     def create(self, owner: str, total: int, webhook_url: str | None = None, *, batch_id: str | None = None) -> Batch:
         """A new batch record (``batch_id``: the id an Idempotency-Key reserved, else a new one)."""
@@ -98,13 +110,22 @@ class BatchStore:
             raise WithdrawnBatch(batch_id)
 
     def written(self, batch_id: str) -> None:
-        """Every job of the batch is written; WithdrawnBatch when it was withdrawn meanwhile."""
-        if self.redis.zrem(keyspace.BATCHES_WRITING, batch_id) == 0:
+        """Every job of the batch is written: off the list, and marked so, in one step; WithdrawnBatch
+        when it was taken off the list first (by ``take_stalled``: it is being withdrawn)."""
+        done = self._written_script(
+            keys=[keyspace.BATCHES_WRITING, keyspace.BATCH.format(batch_id=batch_id)], args=[batch_id]
+        )
+        if not done:
             raise WithdrawnBatch(batch_id)
 
-    def stalled(self, before: float, limit: int) -> list[str]:
-        """Batches still being written whose request has shown no progress since ``before`` (Unix time)."""
-        return list(self.redis.zrangebyscore(keyspace.BATCHES_WRITING, "-inf", before, start=0, num=limit))
+    def is_written(self, batch_id: str) -> bool:
+        return self.redis.hget(keyspace.BATCH.format(batch_id=batch_id), _WRITTEN) == "1"
+
+    def take_stalled(self, before: float, limit: int) -> list[str]:
+        """Batches still being written whose request has shown no progress since ``before`` (Unix time),
+        each taken off the list (so that its request's ``written`` now fails): the caller withdraws them."""
+        found = self.redis.zrangebyscore(keyspace.BATCHES_WRITING, "-inf", before, start=0, num=limit)
+        return [batch_id for batch_id in found if self.redis.zrem(keyspace.BATCHES_WRITING, batch_id)]
 
     def withdraw(self, batch_id: str) -> int:
         """Cancel every unfinished job of a batch whose request failed or died part-way and delete the

@@ -100,7 +100,7 @@ class Reconciler:
         """Withdraw the batches whose request died part-way (a crashed API process): its client never
         learned the batch's id, and the batch would never complete."""
         batches = self.events.batches
-        for batch_id in batches.stalled(now - BATCH_WRITE_LEASE_SECONDS, RUN_LIMIT):
+        for batch_id in batches.take_stalled(now - BATCH_WRITE_LEASE_SECONDS, RUN_LIMIT):
             canceled = batches.withdraw(batch_id)
             log.warning("reconciler: batch %s was never written whole; withdrawn, %d jobs canceled", batch_id, canceled)
             report.withdrawn.append(batch_id)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from common import keyspace
-from common.batches import BatchCounts, BatchStore
+from common.batches import BatchCounts, BatchStore, WithdrawnBatch
 from common.jobs import JobStatus, JobStore, TransitionRefused
 from tests.stores.conftest import new_job
 
@@ -108,3 +110,31 @@ def test_a_batch_recorded_before_tallies_existed_is_counted_job_by_job(batches: 
     assert tally(batches, batch.id) is None and tally(batches, batch.id, "canceled") is None  # none written
     assert batches.counts(batch.id) == BatchCounts(failed=1, canceled=1)
     assert batches.claim_completion(batch.id) == batch
+
+
+def test_a_batch_being_written_is_either_written_or_taken_to_withdraw_never_both(batches: BatchStore) -> None:
+    taken = batches.create("owner", 2)
+    assert batches.take_stalled(time.time() - 60, 10) == []  # it showed progress just now
+    assert batches.take_stalled(time.time() + 1, 10) == [taken.id]
+    with pytest.raises(WithdrawnBatch):  # its request, late, learns it was taken for dead
+        batches.written(taken.id)
+    with pytest.raises(WithdrawnBatch):
+        batches.progress(taken.id)
+    assert not batches.is_written(taken.id)
+
+    finished = batches.create("owner", 2)
+    batches.progress(finished.id)
+    batches.written(finished.id)
+    assert batches.is_written(finished.id)
+    assert batches.take_stalled(time.time() + 1, 10) == []
+
+
+def test_withdraw_cancels_the_unfinished_jobs_and_deletes_the_batch(batches: BatchStore, jobs: JobStore) -> None:
+    batch = batches.create("owner", 3)
+    done, waiting = new_job(jobs, batch_id=batch.id), new_job(jobs, batch_id=batch.id)
+    batches.add_jobs(batch, [done.id, waiting.id, "0123456789abcdef0123456789abcdef"])  # the last has no record
+    jobs.fail(done.id, "corrupt_image", "no")
+    assert batches.withdraw(batch.id) == 1
+    assert jobs.get(waiting.id).status is JobStatus.CANCELED and jobs.get(done.id).status is JobStatus.FAILED
+    assert batches.get(batch.id) is None and batches.job_ids(batch.id) == []
+    assert batches.take_stalled(time.time() + 1, 10) == []
