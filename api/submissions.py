@@ -479,7 +479,7 @@ def reserve_batch(api: ApiContext, owner: str, key: str, body_hash: str) -> Batc
             raise NotFound("the batch created with this Idempotency-Key no longer exists")
         if batch is not None and (original["confirmed"] or _written_whole(api, batch)):
             confirm_batch(api, owner, key, body_hash, batch)
-            writer.release()
+            _release(writer)
             return BatchReservation(batch_id, batch, None)
         if batch is not None:
             withdraw_batch(api, batch)
