@@ -23,7 +23,6 @@ import argparse
 import queue
 import socket
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 
 from bench.bench_outage import start_moto  # noqa: E402
-from bench.bench_upload_memory import export_tree, ratio_rounds, run_in_tree  # noqa: E402
+from bench.bench_upload_memory import ratio_rounds, run_in_tree, scratch_and_trees  # noqa: E402
 from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
 
 # The last commit that stored a multipart batch's photos one after another.
@@ -151,9 +150,7 @@ def main() -> None:
     parser.add_argument("--rtt-ms", type=float, default=0.0, help="round trip added in front of moto")
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare against")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        trees = {"baseline": export_tree(args.baseline, root / "baseline"), "today": REPO}
+    with scratch_and_trees(args.baseline) as (root, trees):
         port = free_port()
         server: ManagedProcess = start_redis(root / "redis", port, persist=False, log_path=root / "redis.log")
         moto, endpoint = start_moto(root)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
 
-from bench.bench_upload_memory import export_tree, ratio_rounds, run_in_tree  # noqa: E402
+from bench.bench_upload_memory import ratio_rounds, run_in_tree, scratch_and_trees  # noqa: E402
 from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
 
 # The last commit that wrote a batch's records one job at a time.
@@ -59,9 +58,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare against")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        trees = {"baseline": export_tree(args.baseline, root / "baseline"), "today": REPO}
+    with scratch_and_trees(args.baseline) as (root, trees):
         port = free_port()
         server: ManagedProcess = start_redis(root / "redis", port, persist=True, log_path=root / "redis.log")
         try:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_upload_memory import export_tree, in_turn, run_in_tree  # noqa: E402
+from bench.bench_upload_memory import in_turn, run_in_tree, scratch_and_trees  # noqa: E402
 from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
 
 # The last commit that wrote the whole zip to a spool before sending its first byte.
@@ -96,9 +95,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare against")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        trees = {"baseline": export_tree(args.baseline, root / "baseline"), "today": REPO}
+    with scratch_and_trees(args.baseline) as (root, trees):
         port = free_port()
         redis: ManagedProcess = start_redis(root / "redis", port, persist=False, log_path=root / "redis.log")
         try:

@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,15 @@ def export_tree(commit: str, into: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+@contextmanager
+def scratch_and_trees(baseline: str) -> Iterator[tuple[Path, dict[str, Path]]]:
+    """A scratch folder, removed afterwards, and the trees to compare: ``baseline`` exported into it (as
+    ``baseline``) and this checkout (as ``today``)."""
+    with tempfile.TemporaryDirectory(prefix="backdrop-bench-", ignore_cleanup_errors=True) as scratch:
+        root = Path(scratch)
+        yield root, {"baseline": export_tree(baseline, root / "baseline"), "today": REPO}
 
 
 def run_in_tree(tree: Path, code: str, *argv: str) -> dict[str, Any]:
@@ -188,9 +198,7 @@ def main() -> None:
         parser.error("--rounds at least 1, --photos 1..200")
     photo = padded_png(int(args.mib * MiB))
     total = len(photo) * args.photos / MiB
-    root = Path(tempfile.mkdtemp(prefix="backdrop-bench-upload-"))
-    try:
-        trees = {"baseline": export_tree(args.baseline, root / "baseline"), "today": REPO}
+    with scratch_and_trees(args.baseline) as (root, trees):
         results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         for round_index in range(args.rounds):
             for name, tree in trees.items():
@@ -201,8 +209,6 @@ def main() -> None:
                     f" MiB (+{result['growth']:.0f} MiB), {result['seconds']:.1f} s",
                     flush=True,
                 )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     print(
         f"\n{args.photos} photos x {args.mib:g} MiB = {total:.0f} MiB in one multipart batch; medians of {args.rounds}"
     )
