@@ -272,7 +272,12 @@ def _write_batch_jobs(
     """The chunks of a batch, one after another; within a chunk the photos are stored
     ``STORAGE_REQUESTS_AT_ONCE`` at a time, then the records written, then the messages sent."""
     uploads = sum(request.image is not None or request.background_image is not None for request in requests)
-    pool = ThreadPoolExecutor(max(1, min(STORAGE_REQUESTS_AT_ONCE, uploads)), thread_name_prefix="batch-store")
+    # Nothing to store (image URLs, bucket keys): the records are made in this thread.
+    pool = (
+        ThreadPoolExecutor(min(STORAGE_REQUESTS_AT_ONCE, uploads), thread_name_prefix="batch-store")
+        if uploads
+        else None
+    )
     try:
         for start in range(0, len(requests), BATCH_WRITE_CHUNK):
             if writer is not None:
@@ -281,15 +286,18 @@ def _write_batch_jobs(
                 api.batches.progress(batch.id)  # WithdrawnBatch once taken for dead (create was the first sign)
             _write_chunk(api, owner, batch, requests[start : start + BATCH_WRITE_CHUNK], pool)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # after a failure, the photos not yet stored are not
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # after a failure, the photos not yet stored are not
 
 
-def _write_chunk(api: ApiContext, owner: str, batch: Batch, chunk: list[JobRequest], pool: ThreadPoolExecutor) -> None:
+def _write_chunk(
+    api: ApiContext, owner: str, batch: Batch, chunk: list[JobRequest], pool: ThreadPoolExecutor | None
+) -> None:
     def stored(request: JobRequest) -> Job:
         unhooked = replace(request, options=request.options.model_copy(update={"webhook_url": None}))
         return _stored_record(api, owner, unhooked, new_job_id(), batch_id=batch.id)
 
-    jobs = list(pool.map(stored, chunk))
+    jobs = list(pool.map(stored, chunk)) if pool is not None else [stored(request) for request in chunk]
     try:
         api.jobs.insert_many(jobs)
         api.batches.add_jobs(batch, [job.id for job in jobs])
