@@ -2,6 +2,7 @@
 current configuration, measured in one run.
 
     python bench/bench_in_flight.py [--weights PATH] [--rounds 5] [--threads 2] [--size 512] [--only NAME ...]
+    python bench/bench_in_flight.py --profile   # where the latency model's time goes, folded and as traced
 
 Every round runs, in turn, torch eager fp32 on the images one after another (its fastest way on a CPU),
 the engine's current latency model on the images one after another, and each candidate; the order of
@@ -45,10 +46,13 @@ class Candidate:
     static: bool = False  # reshape to the input's exact shape before compiling
     batch: bool = False  # all the images as one tensor in one request
     extra: dict[str, Any] = field(default_factory=dict)
+    fold: bool = True  # convert the engine's folded graph (False: IBNorm as traced, split and concatenated)
 
 
 CANDIDATES = (
     Candidate("LATENCY, one request after another", "LATENCY"),
+    Candidate("LATENCY, IBNorm as traced, one request after another", "LATENCY", fold=False),
+    Candidate("THROUGHPUT, IBNorm as traced, asynchronous queue", "THROUGHPUT", fold=False),
     Candidate("THROUGHPUT, the plugin's streams, asynchronous queue", "THROUGHPUT"),
     Candidate("THROUGHPUT, 1 stream, 4 requests", "THROUGHPUT", streams=1, requests=4),
     Candidate("THROUGHPUT, 2 streams, 4 requests", "THROUGHPUT", streams=2, requests=4),
@@ -81,11 +85,11 @@ def _compile(ov: Any, converted: Any, candidate: Candidate, threads: int, shape:
     return ov.Core().compile_model(model, "CPU", config)
 
 
-def _runner(ov: Any, converted: Any, candidate: Candidate, threads: int, count: int, size: int) -> Run:
+def _runner(ov: Any, graphs: dict[bool, Any], candidate: Candidate, threads: int, count: int, size: int) -> Run:
     from worker.engines.base import to_network_input
 
     shape = [count if candidate.batch else 1, 3, size, size]
-    compiled = _compile(ov, converted, candidate, threads, shape)
+    compiled = _compile(ov, graphs[candidate.fold], candidate, threads, shape)
     if candidate.batch:
         request = compiled.create_infer_request()
 
@@ -145,8 +149,8 @@ def bench(weights: Path, rounds: int, threads: int, count: int, size: int, only:
     def eager(images: list[np.ndarray]) -> list[np.ndarray]:
         return [eager_engine.predict([image])[0] for image in images]
 
-    converted = convert(model)
-    current = _runner(ov, converted, CANDIDATES[0], threads, count, size)
+    graphs = {True: convert(model), False: convert(model, fold=False)}
+    current = _runner(ov, graphs, CANDIDATES[0], threads, count, size)
     images = [_photo(size, size, seed) for seed in range(count)]
     reference = eager(images)
     print(
@@ -158,7 +162,7 @@ def bench(weights: Path, rounds: int, threads: int, count: int, size: int, only:
     for candidate in CANDIDATES:
         if only and not any(word.lower() in candidate.name.lower() for word in only):
             continue
-        run = _runner(ov, converted, candidate, threads, count, size)
+        run = _runner(ov, graphs, candidate, threads, count, size)
         diff = max(float(np.abs(r - m).max()) for r, m in zip(reference, run(images), strict=True))
         for warm in (eager, current, run):
             warm(images)
@@ -178,6 +182,33 @@ def bench(weights: Path, rounds: int, threads: int, count: int, size: int, only:
         )
 
 
+def profile(weights: Path, threads: int, size: int, repeats: int = 5) -> None:
+    """OpenVINO's own per-node timings (PERF_COUNT) of one image on the latency model, by node kind."""
+    import openvino as ov
+
+    from worker.checkpoint import load_modnet
+    from worker.engines.base import to_network_input
+    from worker.engines.openvino_engine import convert
+
+    model = load_modnet(weights)
+    x = to_network_input([_photo(size, size, 0)])
+    for fold in (True, False):
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        request = ov.Core().compile_model(convert(model, fold=fold), "CPU", {**config, "PERF_COUNT": True})
+        request = request.create_infer_request()
+        totals: dict[str, float] = {}
+        for _ in range(repeats):
+            request.infer({0: x})
+            for node in request.profiling_info:
+                kind = f"{node.node_type} ({node.exec_type})"
+                totals[kind] = totals.get(kind, 0.0) + node.real_time.total_seconds() * 1000 / repeats
+        whole = sum(totals.values())
+        print(f"\n{'folded' if fold else 'IBNorm as traced'}, {size}x{size}: {whole:.1f} ms of node time per image")
+        print("| node kind (kernel) | ms | share |\n|---|---:|---:|")
+        for kind, ms in sorted(totals.items(), key=lambda item: -item[1])[:10]:
+            print(f"| {kind} | {ms:.1f} | {ms / whole:.0%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=FIXTURES / "random_weights.ckpt")
@@ -186,8 +217,12 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--only", nargs="*", default=[], help="words of the candidates' names to run")
+    parser.add_argument("--profile", action="store_true", help="per-node timings instead of the comparison")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.profile:
+        profile(args.weights, args.threads, args.size)
+        return
     bench(args.weights, args.rounds, args.threads, args.in_flight, args.size, args.only)
 
 

@@ -4,6 +4,10 @@ The precision is always set explicitly: OpenVINO's default on CPUs with bf16 or 
 does not reproduce the reference. One image runs on a latency-compiled model (all threads on it);
 several run as concurrent asynchronous requests on a throughput-compiled one (one stream per core),
 never as one larger tensor, which is slower per image on a CPU.
+
+Before conversion each IBNorm is rewritten as one per-channel blend (`FoldedIBNorm`): the same function,
+without the channel split and concatenation that OpenVINO's CPU plugin runs in its slow reference
+kernels (about a fifth of the network's time at 512x512; the folded graph is ~9 % faster).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +25,11 @@ import torch
 
 from worker.engines.base import Engine, EngineUnavailable, Precision, check_images, check_sides, to_network_input
 from worker.engines.cache import EngineCache
-from worker.modnet import MODNet
+from worker.modnet import IBNorm, MODNet
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ir1"  # bump when what is stored in the cache changes
+FORMAT = "ir2"  # bump when what is stored in the cache changes
 _HINTS = {Precision.FP32: "f32", Precision.BF16: "bf16"}
 _XML = "modnet.xml"
 
@@ -41,13 +46,57 @@ def openvino_version() -> str:
     return str(_openvino().__version__).split("-")[0]
 
 
-def convert(model: MODNet) -> Any:
-    """Our torch MODNet as an OpenVINO model with a dynamic batch and dynamic sides."""
+class FoldedIBNorm(torch.nn.Module):
+    """An eval-mode IBNorm as one expression over all channels: ``x * s + t + m * instance_norm(x)``.
+
+    ``m`` is 1 on the instance-normalised channels and 0 on the batch-normalised ones, whose running
+    statistics and affine parameters fold into ``s`` and ``t``. The instance statistics are computed for
+    every channel (a pattern OpenVINO fuses into one MVN kernel); on the batch-normalised channels the
+    mask discards them.
+    """
+
+    def __init__(self, norm: IBNorm) -> None:
+        super().__init__()
+        bn, split = norm.bnorm, norm.bnorm_channels
+        channels = split + norm.inorm_channels
+        with torch.no_grad():
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            mask, s, t = torch.zeros(channels), torch.zeros(channels), torch.zeros(channels)
+            mask[split:] = 1.0
+            s[:split], t[:split] = scale, shift
+        self.register_buffer("mask", mask.view(1, channels, 1, 1))
+        self.register_buffer("scale", s.view(1, channels, 1, 1))
+        self.register_buffer("shift", t.view(1, channels, 1, 1))
+        self.eps = norm.inorm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=(2, 3), keepdim=True)
+        variance = (centred * centred).mean(dim=(2, 3), keepdim=True)
+        return x * self.scale + self.shift + self.mask * (centred / torch.sqrt(variance + self.eps))
+
+
+def folded(model: MODNet) -> MODNet:
+    """A copy of ``model`` in eval mode with every IBNorm replaced by its `FoldedIBNorm`."""
+    copy = deepcopy(model).cpu().eval()
+    for parent in list(copy.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, IBNorm):
+                setattr(parent, name, FoldedIBNorm(child))
+    return copy
+
+
+def convert(model: MODNet, *, fold: bool = True) -> Any:
+    """Our torch MODNet as an OpenVINO model with a dynamic batch and dynamic sides.
+
+    ``fold`` (the default) converts `folded(model)`; False converts the module as it is (benchmarks).
+    """
     ov = _openvino()
+    source = folded(model) if fold else model.cpu().eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the converter's tracer warns about every Python-side branch
         return ov.convert_model(
-            model.cpu().eval(), example_input=torch.zeros(1, 3, 64, 64), input=[ov.PartialShape([-1, 3, -1, -1])]
+            source, example_input=torch.zeros(1, 3, 64, 64), input=[ov.PartialShape([-1, 3, -1, -1])]
         )
 
 
