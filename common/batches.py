@@ -6,7 +6,6 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from contextlib import suppress
 from datetime import datetime, timedelta
 
 import redis
@@ -14,7 +13,7 @@ from pydantic import BaseModel
 
 from common import keyspace
 from common.errors import RecordDamaged
-from common.jobs import Job, JobStatus, JobStore, TransitionRefused, now
+from common.jobs import Job, JobStatus, JobStore, now
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +54,9 @@ class BatchCounts(BaseModel):
 # for dead: then a retry with its Idempotency-Key, or the workers' reconciler, withdraws what it wrote.
 BATCH_WRITE_LEASE_SECONDS = 120.0
 
+
+# How many of a batch's job ids are read from its list at a time when its jobs are canceled.
+_JOB_IDS_PER_PAGE = 2000
 
 # A batch's field set once every job of it is written (its request's answer may still be lost).
 _WRITTEN = "written"
@@ -131,11 +133,16 @@ class BatchStore:
         """Cancel every unfinished job of a batch whose request failed or died part-way and delete the
         batch, so that none of its jobs runs (a worker skips a canceled job) and no webhook fires: its
         client was never told its id. Returns how many jobs were canceled."""
-        canceled = 0
-        for job_id in self.job_ids(batch_id):
-            with suppress(TransitionRefused):
-                canceled += self.jobs.cancel(job_id)
+        canceled = self.cancel_unfinished(batch_id)
         self.delete(batch_id)
+        return canceled
+
+    def cancel_unfinished(self, batch_id: str) -> int:
+        """Cancel every job of the batch still queued or processing, page by page of its list, a few
+        hundred jobs to a round trip. Returns how many were canceled."""
+        canceled = 0
+        for start in range(0, self.job_count(batch_id), _JOB_IDS_PER_PAGE):
+            canceled += self.jobs.cancel_many(self.job_ids(batch_id, start, start + _JOB_IDS_PER_PAGE - 1))
         return canceled
 
     def add_jobs(self, batch: Batch, job_ids: Sequence[str]) -> None:

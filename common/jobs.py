@@ -111,6 +111,9 @@ def now() -> datetime:
 
 
 # Fields stored as JSON inside the hash; the rest are plain strings.
+# How many cancels of a batch go to Redis in one pipeline.
+_CANCELS_PER_ROUND_TRIP = 500
+
 _JSON_FIELDS = ("input", "options", "results", "id_photos", "error")
 
 # A batch's tally of its jobs per state: fields ARGV-prefix .. state of its record (KEYS-prefix ..
@@ -457,8 +460,10 @@ class JobStore:
                 added += int(self.redis.zadd(keyspace.PENDING_SINCE, dict.fromkeys(members, time.time()), nx=True))
         return added
 
-    def _transition(self, job_id: str, target: JobStatus, *, count_attempt: bool = False, **fields: Any) -> bool:
-        """Move ``job_id`` to ``target`` if allowed; False when the record no longer exists."""
+    def _transition_call(
+        self, job_id: str, target: JobStatus, *, count_attempt: bool = False, **fields: Any
+    ) -> tuple[list[str], list[str]]:
+        """The keys and arguments of the transition script that moves ``job_id`` to ``target``."""
         allowed_from = [state.value for state, targets in TRANSITIONS.items() if target in targets]
         stamp = now()
         values = _encode({"status": target.value, "updated_at": stamp, **fields})
@@ -478,15 +483,28 @@ class JobStore:
             keyspace.PENDING_SINCE,
             keyspace.BATCH.format(batch_id=""),
         ]
+        return keys, args
+
+    @staticmethod
+    def _refusal(job_id: str, target: JobStatus, error: redis.ResponseError) -> Exception | None:
+        """The exception a refused transition stands for, None when ``error`` is not a refusal."""
+        if not str(error).startswith("transition:"):
+            return None
+        current = str(error).split(":", 1)[1]
+        if current not in {status.value for status in JobStatus}:
+            return RecordDamaged(f"the record of job {job_id} has no valid status", owner=None)
+        return TransitionRefused(job_id, JobStatus(current), target)
+
+    def _transition(self, job_id: str, target: JobStatus, *, count_attempt: bool = False, **fields: Any) -> bool:
+        """Move ``job_id`` to ``target`` if allowed; False when the record no longer exists."""
+        keys, args = self._transition_call(job_id, target, count_attempt=count_attempt, **fields)
         try:
             previous = self._script(keys=keys, args=args)
         except redis.ResponseError as exc:
-            if str(exc).startswith("transition:"):
-                current = str(exc).split(":", 1)[1]
-                if current not in {status.value for status in JobStatus}:
-                    raise RecordDamaged(f"the record of job {job_id} has no valid status", owner=None) from None
-                raise TransitionRefused(job_id, JobStatus(current), target) from None
-            raise
+            refusal = self._refusal(job_id, target, exc)
+            if refusal is None:
+                raise
+            raise refusal from None
         return previous is not None
 
     def start(self, job_id: str) -> bool:
@@ -515,6 +533,27 @@ class JobStore:
     def cancel(self, job_id: str) -> bool:
         """queued/processing -> canceled; a running job's results are discarded by its worker."""
         return self._transition(job_id, JobStatus.CANCELED, finished_at=now())
+
+    def cancel_many(self, job_ids: Sequence[str]) -> int:
+        """Cancel each of ``job_ids`` that is still queued or processing, each in its own atomic step, a
+        few hundred to a round trip. A finished job, a missing record or a damaged one is left as it is.
+        Returns how many were canceled."""
+        canceled = 0
+        for start in range(0, len(job_ids), _CANCELS_PER_ROUND_TRIP):
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids[start : start + _CANCELS_PER_ROUND_TRIP]:
+                    keys, args = self._transition_call(job_id, JobStatus.CANCELED, finished_at=now())
+                    self._script(keys=keys, args=args, client=pipe)
+                outcomes = pipe.execute(raise_on_error=False)
+            for job_id, outcome in zip(job_ids[start:], outcomes, strict=False):
+                if isinstance(outcome, redis.ResponseError):
+                    if self._refusal(job_id, JobStatus.CANCELED, outcome) is None:
+                        raise outcome
+                elif isinstance(outcome, Exception):
+                    raise outcome
+                elif outcome is not None:
+                    canceled += 1
+        return canceled
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         return self._transition(job_id, JobStatus.FAILED, error=JobError(code=code, message=message), finished_at=now())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
-
 from flask import Response, jsonify, request, stream_with_context, url_for
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, ValidationError
@@ -29,7 +27,7 @@ from api.schemas import (
 )
 from common.batches import Batch
 from common.errors import InvalidOption, NotFound
-from common.jobs import TransitionRefused, is_record_id
+from common.jobs import is_record_id
 from common.options import describe_validation_error
 from common.queue import notify_batch_completed
 
@@ -132,9 +130,7 @@ def cancel_batch(path: BatchPath) -> Response:
     """Cancel every job of the batch that has not finished."""
     api = ctx()
     batch = owned_batch(api, path.batch_id)
-    for job_id in api.batches.job_ids(batch.id):
-        with suppress(TransitionRefused):
-            api.jobs.cancel(job_id)
+    api.batches.cancel_unfinished(batch.id)
     notify_batch_completed(api.celery, api.batches, batch.id)
     return view(api, batch, 1, MAX_PAGE_SIZE)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 
 from common import keyspace
 from common.batches import BatchCounts, BatchStore, WithdrawnBatch
@@ -138,3 +139,47 @@ def test_withdraw_cancels_the_unfinished_jobs_and_deletes_the_batch(batches: Bat
     assert jobs.get(waiting.id).status is JobStatus.CANCELED and jobs.get(done.id).status is JobStatus.FAILED
     assert batches.get(batch.id) is None and batches.job_ids(batch.id) == []
     assert batches.take_stalled(time.time() + 1, 10) == []
+
+
+class _CountingConnection(redis.Connection):
+    """A real connection that counts the requests it sends (a pipeline is one)."""
+
+    sent = 0
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        type(self).sent += 1
+        super().send_packed_command(command, check_health)
+
+
+@pytest.mark.parametrize("how", ["withdraw", "cancel_unfinished"])
+def test_a_large_batch_is_canceled_in_a_few_round_trips(redis_url: str, how: str) -> None:
+    counting = redis.Redis(
+        connection_pool=redis.ConnectionPool.from_url(
+            redis_url, decode_responses=True, connection_class=_CountingConnection
+        )
+    )
+    try:
+        jobs = JobStore(counting, 600)
+        batches = BatchStore(counting, jobs)
+        batch = batches.create("owner", 1200)
+        members = [new_job(jobs, batch_id=batch.id) for _ in range(1200)]
+        batches.add_jobs(batch, [job.id for job in members] + ["0123456789abcdef0123456789abcdef"])
+        jobs.start(members[7].id)
+        jobs.succeed(members[7].id, {})
+        jobs.fail(members[900].id, "corrupt_image", "no")
+        jobs.start(members[3].id)
+        _CountingConnection.sent = 0
+        canceled = batches.withdraw(batch.id) if how == "withdraw" else batches.cancel_unfinished(batch.id)
+        round_trips = _CountingConnection.sent
+        assert canceled == 1198
+        # One job at a time was 1,200 round trips; a few pages of pipelined cancels is what it takes.
+        assert round_trips <= 10
+        statuses = [jobs.get(job.id).status for job in members]
+        assert statuses[7] is JobStatus.SUCCEEDED and statuses[900] is JobStatus.FAILED
+        assert statuses.count(JobStatus.CANCELED) == 1198
+        if how == "withdraw":
+            assert batches.get(batch.id) is None
+        else:
+            assert batches.counts(batch.id).canceled == 1198 and batches.finished(batch)
+    finally:
+        counting.close()
