@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from api.context import ApiContext
 from common.batches import Batch
-from common.errors import ObjectNotFound
+from common.errors import ObjectNotFound, StorageError
 from common.jobs import Job, JobStatus
 from common.options import file_extension
 
@@ -83,11 +83,20 @@ def _read_ahead(api: ApiContext, batch: Batch) -> Iterator[tuple[str, bytes | No
 def stream_batch_zip(api: ApiContext, batch: Batch) -> Iterator[bytes]:
     """The zip's bytes, a member at a time; the central directory last."""
     sink = _Sink()
+    written = 0
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
-        for name, data in _read_ahead(api, batch):
-            if data is None:
-                log.warning("batch %s: the result of %s is gone from storage; left out of the zip", batch.id, name)
-                continue
-            archive.writestr(name, data)
-            yield sink.take()
+        try:
+            for name, data in _read_ahead(api, batch):
+                if data is None:
+                    log.warning("batch %s: the result of %s is gone from storage; left out of the zip", batch.id, name)
+                    continue
+                archive.writestr(name, data)
+                written += 1
+                yield sink.take()
+        except StorageError as exc:
+            # Raised on. Before the first member it is the request's error answer; after it the server
+            # cuts the connection, so that no client can take the zip for a whole one.
+            if written:
+                log.error("batch %s: the zip is cut after %d members: %s", batch.id, written, exc)
+            raise
     yield sink.take()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import mimetypes
 import os
@@ -188,7 +189,9 @@ class BackdropClient:
                 if error.status not in RETRY_STATUSES or attempt >= self.retries:
                     raise error from None
                 retry_after = error.retry_after
-            except OSError:  # URLError, RemoteDisconnected, a reset or a timeout: no answer came
+            except (OSError, http.client.HTTPException):
+                # URLError, RemoteDisconnected, a reset or a timeout: no answer came; IncompleteRead: the
+                # answer was cut short (a streamed zip whose server lost its storage), and is not taken.
                 if not resendable or attempt >= self.retries:
                     raise
                 retry_after = None

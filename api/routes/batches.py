@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from flask import Response, jsonify, request, stream_with_context, url_for
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, ValidationError
@@ -144,12 +146,17 @@ def cancel_batch(path: BatchPath) -> Response:
 )
 def batch_zip(path: BatchPath) -> Response:
     """The succeeded composites as one zip, in submission order, streamed as it is written (no length
-    is known in advance). Each file is named `{index:05d}-{job_id}.{ext}`."""
+    is known in advance). Each file is named `{index:05d}-{job_id}.{ext}`. A storage failure before the
+    first file answers 503; after it the connection is cut, so a zip cut short never ends cleanly."""
     api = ctx()
     batch = owned_batch(api, path.batch_id)
     media_type = request.accept_mimetypes.best_match(ZIP_MEDIA_TYPES, default=ZIP_MEDIA_TYPES[0])
+    chunks = stream_batch_zip(api, batch)
+    # The first member is read before the answer starts: a storage that fails then is an error answer
+    # (503 storage_unavailable); once the zip has started, a failure can only cut the stream short.
+    first = next(chunks)
     return Response(
-        stream_with_context(stream_batch_zip(api, batch)),
+        stream_with_context(itertools.chain([first], chunks)),
         mimetype=media_type,
         headers={"Content-Disposition": f'attachment; filename="{batch.id}.zip"'},
     )
