@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 READS_AHEAD = 8  # results read from storage ahead of the one being written (the memory held: this many)
 RECORDS_PER_PAGE = 500  # job records read at a time
+FIRST_PAGE = 2 * READS_AHEAD  # the records read before the first member: enough to fill the reads ahead
 
 
 class _Sink:
@@ -52,11 +53,14 @@ def member_name(index: int, job: Job) -> str:
 
 
 def _succeeded(api: ApiContext, batch: Batch) -> Iterator[tuple[int, Job]]:
-    """The batch's jobs with a composite, with their places in the batch, a page of records at a time."""
-    for start in range(0, batch.total, RECORDS_PER_PAGE):
-        for offset, job in enumerate(api.batches.jobs_of(batch.id, start, start + RECORDS_PER_PAGE - 1)):
+    """The batch's jobs with a composite, with their places in the batch, a page of records at a time
+    (a short one first, so that the zip's first byte does not wait for a full page)."""
+    start, size = 0, FIRST_PAGE
+    while start < batch.total:
+        for offset, job in enumerate(api.batches.jobs_of(batch.id, start, start + size - 1)):
             if job is not None and job.status is JobStatus.SUCCEEDED and "composite" in job.results:
                 yield start + offset, job
+        start, size = start + size, RECORDS_PER_PAGE
 
 
 def _read_ahead(api: ApiContext, batch: Batch) -> Iterator[tuple[str, bytes | None]]:

@@ -8,6 +8,7 @@ import io
 import zipfile
 from collections.abc import Callable
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -67,6 +68,28 @@ def test_the_zip_starts_before_the_later_results_are_read(
         assert archive.read(names[-1]) == f"composite {JOBS}".encode() * 100
         assert archive.testzip() is None
     assert len(reads) == JOBS
+
+
+def test_the_first_member_waits_for_a_short_page_of_records_not_a_full_one(
+    app: Flask, client: FlaskClient, auth: dict[str, str], recorded: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archives, "RECORDS_PER_PAGE", JOBS)  # a batch bigger than two full pages
+    batch_id, ids = _succeeded_batch(app, _owner(app, auth), 3 * JOBS)
+    pages = recorded(app.extensions["backdrop"].batches, "jobs_of")
+    response = client.get(f"/v1/batches/{batch_id}/results.zip", headers=auth, buffered=False)
+    chunks = iter(response.response)
+    first = next(chunks)
+    # Before the first byte: one page, of just enough records to fill the reads ahead.
+    assert [(start, stop) for _batch, start, stop in pages] == [(0, archives.FIRST_PAGE - 1)]
+    assert archives.READS_AHEAD < archives.FIRST_PAGE < JOBS
+    body = first + b"".join(chunks)
+    response.close()
+    starts = [start for _batch, start, _stop in pages]
+    assert starts == [0, *range(archives.FIRST_PAGE, len(ids), JOBS)]
+    assert all(stop - start + 1 == JOBS for _batch, start, stop in pages[1:])
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert len(archive.namelist()) == len(ids) - 1  # every succeeded job once, none twice
+        assert archive.namelist()[-1] == f"{len(ids) - 1:05d}-{ids[-1]}.jpg"
 
 
 def test_a_result_gone_from_storage_is_left_out(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
