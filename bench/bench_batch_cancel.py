@@ -18,8 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_upload_memory import ratio_rounds, run_in_tree, scratch_and_trees  # noqa: E402
-from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
+from bench.bench_upload_memory import ratio_rounds, run_in_tree, trees_and_redis  # noqa: E402
 
 # The last commit that canceled a batch's jobs one round trip at a time.
 BASELINE_COMMIT = "dc44354"
@@ -75,20 +74,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare against")
     args = parser.parse_args()
-    with scratch_and_trees(args.baseline) as (root, trees):
-        port = free_port()
-        redis: ManagedProcess = start_redis(root / "redis", port, persist=False, log_path=root / "redis.log")
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            print(f"withdrawing batches of {args.jobs} queued jobs", flush=True)
+    with trees_and_redis(args.baseline) as (_root, trees, url):
+        print(f"withdrawing batches of {args.jobs} queued jobs", flush=True)
 
-            def measure(_name: str, tree: Path, _round: int) -> float:
-                batch_id = queued_batch(url, args.jobs)
-                return float(run_in_tree(tree, CHILD, url, batch_id, str(args.jobs))["seconds"])
+        def measure(_name: str, tree: Path, _round: int) -> float:
+            batch_id = queued_batch(url, args.jobs)
+            return float(run_in_tree(tree, CHILD, url, batch_id, str(args.jobs))["seconds"])
 
-            ratio_rounds(trees, args.rounds, measure, "s", args.baseline)
-        finally:
-            redis.stop()
+        ratio_rounds(trees, args.rounds, measure, "s", args.baseline)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
 
-from bench.bench_upload_memory import ratio_rounds, run_in_tree, scratch_and_trees  # noqa: E402
-from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
+from bench.bench_upload_memory import ratio_rounds, run_in_tree, trees_and_redis  # noqa: E402
 
 # The last commit that wrote a batch's records one job at a time.
 BASELINE_COMMIT = "ff718f3"
@@ -58,21 +57,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare against")
     args = parser.parse_args()
-    with scratch_and_trees(args.baseline) as (root, trees):
-        port = free_port()
-        server: ManagedProcess = start_redis(root / "redis", port, persist=True, log_path=root / "redis.log")
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            client = redis.Redis.from_url(url)
+    with trees_and_redis(args.baseline, persist=True) as (_root, trees, url):
+        client = redis.Redis.from_url(url)
 
-            def measure(name: str, tree: Path, round_index: int) -> float:
-                client.flushdb()
-                return float(run_in_tree(tree, CHILD, url, str(args.jobs))["ms_per_job"])
+        def measure(name: str, tree: Path, round_index: int) -> float:
+            client.flushdb()
+            return float(run_in_tree(tree, CHILD, url, str(args.jobs))["ms_per_job"])
 
-            ratio_rounds(trees, args.rounds, measure, "ms/job", args.baseline)
-            client.close()
-        finally:
-            server.stop()
+        ratio_rounds(trees, args.rounds, measure, "ms/job", args.baseline)
+        client.close()
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_upload_memory import in_turn, run_in_tree, scratch_and_trees  # noqa: E402
-from worker.embedded import ManagedProcess, free_port, start_redis  # noqa: E402
+from bench.bench_upload_memory import in_turn, run_in_tree, trees_and_redis  # noqa: E402
 
 # The last commit that wrote the whole zip to a spool before sending its first byte.
 BASELINE_COMMIT = "32928f1"
@@ -95,27 +94,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare against")
     args = parser.parse_args()
-    with scratch_and_trees(args.baseline) as (root, trees):
-        port = free_port()
-        redis: ManagedProcess = start_redis(root / "redis", port, persist=False, log_path=root / "redis.log")
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            data_dir = root / "data"
-            batch_id = populate(url, data_dir, args.jobs, args.kib)
-            print(f"a batch of {args.jobs} results of {args.kib} KiB", flush=True)
-            results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
-            for round_index, order in in_turn(list(trees), args.rounds):
-                for name in order:
-                    measured = run_in_tree(trees[name], CHILD, url, str(data_dir), batch_id)
-                    results[name].append(measured)
-                    print(
-                        f"round {round_index + 1} {name}: first byte {measured['first_s'] * 1000:.1f} ms, "
-                        f"last {measured['total_s']:.2f} s, {measured['bytes'] / 2**20:.0f} MiB, "
-                        f"peak RSS +{measured['peak_growth_mb']:.0f} MB",
-                        flush=True,
-                    )
-        finally:
-            redis.stop()
+    with trees_and_redis(args.baseline) as (root, trees, url):
+        data_dir = root / "data"
+        batch_id = populate(url, data_dir, args.jobs, args.kib)
+        print(f"a batch of {args.jobs} results of {args.kib} KiB", flush=True)
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        for round_index, order in in_turn(list(trees), args.rounds):
+            for name in order:
+                measured = run_in_tree(trees[name], CHILD, url, str(data_dir), batch_id)
+                results[name].append(measured)
+                print(
+                    f"round {round_index + 1} {name}: first byte {measured['first_s'] * 1000:.1f} ms, "
+                    f"last {measured['total_s']:.2f} s, {measured['bytes'] / 2**20:.0f} MiB, "
+                    f"peak RSS +{measured['peak_growth_mb']:.0f} MB",
+                    flush=True,
+                )
     for name, runs in results.items():
         label = f"baseline {args.baseline}" if name == "baseline" else "today"
         first = statistics.median(run["first_s"] for run in runs) * 1000

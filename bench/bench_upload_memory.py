@@ -64,10 +64,23 @@ def export_tree(commit: str, into: Path) -> Path:
 @contextmanager
 def scratch_and_trees(baseline: str) -> Iterator[tuple[Path, dict[str, Path]]]:
     """A scratch folder, removed afterwards, and the trees to compare: ``baseline`` exported into it (as
-    ``baseline``) and this checkout (as ``today``)."""
+    ``baseline``) and this checkout (as ``today``). Both run in this environment: a baseline older than
+    ``e079c45`` imports pybreaker, no longer a dependency (``pip install pybreaker`` to compare with one)."""
     with tempfile.TemporaryDirectory(prefix="backdrop-bench-", ignore_cleanup_errors=True) as scratch:
         root = Path(scratch)
         yield root, {"baseline": export_tree(baseline, root / "baseline"), "today": REPO}
+
+
+@contextmanager
+def trees_and_redis(baseline: str, *, persist: bool = False) -> Iterator[tuple[Path, dict[str, Path], str]]:
+    """``scratch_and_trees``, and the URL of a Redis of its own in the scratch folder, stopped afterwards."""
+    with scratch_and_trees(baseline) as (root, trees):
+        port = free_port()
+        server = start_redis(root / "redis", port, persist=persist, log_path=root / "redis.log")
+        try:
+            yield root, trees, f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.stop()
 
 
 def run_in_tree(tree: Path, code: str, *argv: str) -> dict[str, Any]:
