@@ -124,6 +124,14 @@ def _api_error(status: int, headers: Mapping[str, str], body: bytes, reason: str
         return ApiError(status, "http_error", text or reason or f"HTTP {status}", retry_after)
 
 
+def _check_length(headers: Mapping[str, str], received: int) -> None:
+    """IncompleteRead when fewer bytes came than the answer's Content-Length said: reading a body in
+    pieces (as ``shutil.copyfileobj`` does) ends quietly at a connection cut short, unlike ``read()``."""
+    expected = headers.get("content-length")
+    if expected is not None and expected.isdigit() and received < int(expected):
+        raise http.client.IncompleteRead(b"", int(expected) - received)
+
+
 class BackdropClient:
     """Jobs and batches of a Backdrop server. The API key is only ever sent to the server's own origin."""
 
@@ -181,6 +189,7 @@ class BackdropClient:
                     sink.seek(0)
                     sink.truncate()
                     shutil.copyfileobj(response, sink)
+                    _check_length(answer_headers, sink.tell())
                     return _Response(response.status, answer_headers, b"")
             except urllib.error.HTTPError as exc:
                 with exc:

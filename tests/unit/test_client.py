@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import subprocess
@@ -65,6 +66,11 @@ def error_answer(status: int, code: str, message: str, **headers: str) -> Answer
 
 
 DROP: Answer = (0, {}, b"")  # a route's answer: close the connection without one
+CUT_SHORT = "X-Fake-Cut-Short"  # a header of a route's answer: promise twice the body, then close
+
+
+def cut_answer(status: int, payload: bytes, content_type: str = "application/json") -> Answer:
+    return status, {"Content-Type": content_type, CUT_SHORT: "1"}, payload
 
 
 class FakeServer:
@@ -96,12 +102,15 @@ class FakeServer:
                 if status == DROP[0]:  # the connection closed with no answer
                     self.close_connection = True
                     return
+                cut = headers.pop(CUT_SHORT, None) is not None
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Content-Length", str(2 * len(payload) if cut else len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+                if cut:
+                    self.close_connection = True
 
             do_GET = do_POST = do_DELETE = _serve
 
@@ -426,6 +435,25 @@ def test_a_dropped_connection_is_retried_only_where_sending_again_is_safe(api: F
     with pytest.raises(OSError):
         client.get("j1")
     assert len(api.seen) == 5 + 1 + client.retries
+
+
+def test_an_answer_cut_short_is_asked_for_again_only_where_that_is_safe(api: FakeServer, tmp_path: Path) -> None:
+    answers = iter(
+        [cut_answer(200, b"PK\x03\x04half", "application/zip"), (200, {"Content-Type": "application/zip"}, b"PK whole")]
+    )
+    api.route = lambda seen: next(answers)
+    clock = FakeTime()
+    client = clock.install(BackdropClient(api.url, "secret"))
+    saved = client.download_batch_zip("b1", tmp_path)
+    assert saved.read_bytes() == b"PK whole"  # written afresh by the second attempt, not appended to
+    assert len(api.seen) == 2 and clock.sleeps == [1.0]
+    assert [path.name for path in tmp_path.iterdir()] == ["b1.zip"]
+
+    # A batch sent without a key may have been created: its answer cut short is not sent for again.
+    api.route = lambda seen: cut_answer(202, json.dumps({"id": "b5", "status": "pending"}).encode())
+    with pytest.raises(http.client.IncompleteRead):
+        client.submit_batch(image_urls=["https://example.com/a.jpg"])
+    assert len(api.seen) == 3
 
 
 def test_download_batch_zip_and_cancel_batch(api: FakeServer, tmp_path: Path) -> None:
