@@ -111,8 +111,8 @@ def now() -> datetime:
 
 
 # Fields stored as JSON inside the hash; the rest are plain strings.
-# How many cancels of a batch go to Redis in one pipeline.
-_CANCELS_PER_ROUND_TRIP = 500
+# How many jobs of a batch one script call cancels (Redis runs nothing else meanwhile: a few ms).
+_CANCELS_PER_CALL = 500
 
 _JSON_FIELDS = ("input", "options", "results", "id_photos", "error")
 
@@ -151,41 +151,68 @@ return 1
 """
 )
 
-# Atomic transition: KEYS = [job hash, pending-set prefix, pending index, batch-record prefix]; ARGV =
-# [allowed current states (comma separated), ttl seconds, increment attempts (0/1), terminal (0/1), now,
-# tally field prefix, field, value, ...]. Returns the previous state, nil when the job does not exist,
-# or an error reply when the transition is not allowed. A terminal state takes the job out of its
-# owner's pending set (the concurrent-jobs quota) and out of the pending index; any other change is a
-# sign of life there. A job of a batch moves from one state's tally to the other's (a job reaches a
-# final state once: no state leaves one).
-_TRANSITION_SCRIPT = (
+# Atomic transition of one job: ``transition(job hash, pending-set prefix, pending index, batch-record
+# prefix)`` with ARGV = [allowed current states (comma separated), ttl seconds, increment attempts
+# (0/1), terminal (0/1), now, tally field prefix, field, value, ...]. Returns the previous state, nil
+# when the job does not exist, or false and the current state when the transition is not allowed. A
+# terminal state takes the job out of its owner's pending set (the concurrent-jobs quota) and out of
+# the pending index; any other change is a sign of life there. A job of a batch moves from one state's
+# tally to the other's (a job reaches a final state once: no state leaves one).
+_TRANSITION_LUA = (
     _TALLY_LUA
     + """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return nil end
-local allowed = false
-for state in string.gmatch(ARGV[1], '[^,]+') do
-  if state == current then allowed = true end
+local function transition(job, pending_prefix, pending_index, batch_prefix)
+  local current = redis.call('HGET', job, 'status')
+  if not current then return nil end
+  local allowed = false
+  for state in string.gmatch(ARGV[1], '[^,]+') do
+    if state == current then allowed = true end
+  end
+  if not allowed then return false, current end
+  for i = 7, #ARGV, 2 do redis.call('HSET', job, ARGV[i], ARGV[i + 1]) end
+  if ARGV[3] == '1' then redis.call('HINCRBY', job, 'attempts', 1) end
+  local id = redis.call('HGET', job, 'id')
+  if ARGV[4] == '1' then
+    local owner = redis.call('HGET', job, 'owner')
+    if owner and id then redis.call('SREM', pending_prefix .. owner, id) end
+    if id then redis.call('ZREM', pending_index, id) end
+  elseif id then
+    redis.call('ZADD', pending_index, ARGV[5], id)
+  end
+  local target = redis.call('HGET', job, 'status')
+  if target ~= current then
+    local batch = redis.call('HGET', job, 'batch_id')
+    tally(batch_prefix, ARGV[6], batch, current, -1)
+    tally(batch_prefix, ARGV[6], batch, target, 1)
+  end
+  redis.call('EXPIRE', job, tonumber(ARGV[2]))
+  return current
 end
-if not allowed then return redis.error_reply('transition:' .. current) end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
-local id = redis.call('HGET', KEYS[1], 'id')
-if ARGV[4] == '1' then
-  local owner = redis.call('HGET', KEYS[1], 'owner')
-  if owner and id then redis.call('SREM', KEYS[2] .. owner, id) end
-  if id then redis.call('ZREM', KEYS[3], id) end
-elseif id then
-  redis.call('ZADD', KEYS[3], ARGV[5], id)
+"""
+)
+
+# One job: KEYS = [pending-set prefix, pending index, batch-record prefix, job hash]; the previous
+# state, nil when the job does not exist, or an error reply 'transition:<current>' when not allowed.
+_TRANSITION_SCRIPT = (
+    _TRANSITION_LUA
+    + """
+local previous, current = transition(KEYS[4], KEYS[1], KEYS[2], KEYS[3])
+if previous == false then return redis.error_reply('transition:' .. current) end
+return previous
+"""
+)
+
+# Many jobs, each in the same step, the same change: KEYS = [pending-set prefix, pending index,
+# batch-record prefix, job hash, job hash, ...]. Returns how many changed; a job that does not exist,
+# or is in a state the change is not allowed from, is left as it is.
+_TRANSITION_MANY_SCRIPT = (
+    _TRANSITION_LUA
+    + """
+local changed = 0
+for i = 4, #KEYS do
+  if transition(KEYS[i], KEYS[1], KEYS[2], KEYS[3]) then changed = changed + 1 end
 end
-local target = redis.call('HGET', KEYS[1], 'status')
-if target ~= current then
-  local batch = redis.call('HGET', KEYS[1], 'batch_id')
-  tally(KEYS[4], ARGV[6], batch, current, -1)
-  tally(KEYS[4], ARGV[6], batch, target, 1)
-end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-return current
+return changed
 """
 )
 
@@ -270,6 +297,7 @@ class JobStore:
         self.redis = client
         self.ttl = ttl_seconds
         self._script = client.register_script(_TRANSITION_SCRIPT)
+        self._many_script = client.register_script(_TRANSITION_MANY_SCRIPT)
         self._create_script = client.register_script(_CREATE_SCRIPT)
         self._delivery_script = client.register_script(_DELIVERY_SCRIPT)
         self._reclaim_script = client.register_script(_RECLAIM_SCRIPT)
@@ -460,10 +488,14 @@ class JobStore:
                 added += int(self.redis.zadd(keyspace.PENDING_SINCE, dict.fromkeys(members, time.time()), nx=True))
         return added
 
-    def _transition_call(
-        self, job_id: str, target: JobStatus, *, count_attempt: bool = False, **fields: Any
-    ) -> tuple[list[str], list[str]]:
-        """The keys and arguments of the transition script that moves ``job_id`` to ``target``."""
+    @staticmethod
+    def _transition_keys(*job_ids: str) -> list[str]:
+        """The keys of the transition scripts: the prefixes and indexes they touch, then the jobs'."""
+        shared = [keyspace.PENDING.format(owner=""), keyspace.PENDING_SINCE, keyspace.BATCH.format(batch_id="")]
+        return shared + [JobStore.key(job_id) for job_id in job_ids]
+
+    def _transition_args(self, target: JobStatus, *, count_attempt: bool = False, **fields: Any) -> list[str]:
+        """The arguments of the transition scripts that move a job to ``target``."""
         allowed_from = [state.value for state, targets in TRANSITIONS.items() if target in targets]
         stamp = now()
         values = _encode({"status": target.value, "updated_at": stamp, **fields})
@@ -477,34 +509,20 @@ class JobStore:
         ]
         for name, value in values.items():
             args += [name, value]
-        keys = [
-            self.key(job_id),
-            keyspace.PENDING.format(owner=""),
-            keyspace.PENDING_SINCE,
-            keyspace.BATCH.format(batch_id=""),
-        ]
-        return keys, args
-
-    @staticmethod
-    def _refusal(job_id: str, target: JobStatus, error: redis.ResponseError) -> Exception | None:
-        """The exception a refused transition stands for, None when ``error`` is not a refusal."""
-        if not str(error).startswith("transition:"):
-            return None
-        current = str(error).split(":", 1)[1]
-        if current not in {status.value for status in JobStatus}:
-            return RecordDamaged(f"the record of job {job_id} has no valid status", owner=None)
-        return TransitionRefused(job_id, JobStatus(current), target)
+        return args
 
     def _transition(self, job_id: str, target: JobStatus, *, count_attempt: bool = False, **fields: Any) -> bool:
         """Move ``job_id`` to ``target`` if allowed; False when the record no longer exists."""
-        keys, args = self._transition_call(job_id, target, count_attempt=count_attempt, **fields)
+        args = self._transition_args(target, count_attempt=count_attempt, **fields)
         try:
-            previous = self._script(keys=keys, args=args)
+            previous = self._script(keys=self._transition_keys(job_id), args=args)
         except redis.ResponseError as exc:
-            refusal = self._refusal(job_id, target, exc)
-            if refusal is None:
-                raise
-            raise refusal from None
+            if str(exc).startswith("transition:"):
+                current = str(exc).split(":", 1)[1]
+                if current not in {status.value for status in JobStatus}:
+                    raise RecordDamaged(f"the record of job {job_id} has no valid status", owner=None) from None
+                raise TransitionRefused(job_id, JobStatus(current), target) from None
+            raise
         return previous is not None
 
     def start(self, job_id: str) -> bool:
@@ -535,24 +553,14 @@ class JobStore:
         return self._transition(job_id, JobStatus.CANCELED, finished_at=now())
 
     def cancel_many(self, job_ids: Sequence[str]) -> int:
-        """Cancel each of ``job_ids`` that is still queued or processing, each in its own atomic step, a
-        few hundred to a round trip. A finished job, a missing record or a damaged one is left as it is.
-        Returns how many were canceled."""
+        """Cancel each of ``job_ids`` that is still queued or processing, a few hundred jobs to a script
+        call (each call one atomic step). A finished job or a missing record is left as it is. Returns
+        how many were canceled."""
+        args = self._transition_args(JobStatus.CANCELED, finished_at=now())
         canceled = 0
-        for start in range(0, len(job_ids), _CANCELS_PER_ROUND_TRIP):
-            with self.redis.pipeline(transaction=False) as pipe:
-                for job_id in job_ids[start : start + _CANCELS_PER_ROUND_TRIP]:
-                    keys, args = self._transition_call(job_id, JobStatus.CANCELED, finished_at=now())
-                    self._script(keys=keys, args=args, client=pipe)
-                outcomes = pipe.execute(raise_on_error=False)
-            for job_id, outcome in zip(job_ids[start:], outcomes, strict=False):
-                if isinstance(outcome, redis.ResponseError):
-                    if self._refusal(job_id, JobStatus.CANCELED, outcome) is None:
-                        raise outcome
-                elif isinstance(outcome, Exception):
-                    raise outcome
-                elif outcome is not None:
-                    canceled += 1
+        for start in range(0, len(job_ids), _CANCELS_PER_CALL):
+            keys = self._transition_keys(*job_ids[start : start + _CANCELS_PER_CALL])
+            canceled += int(self._many_script(keys=keys, args=args))
         return canceled
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
