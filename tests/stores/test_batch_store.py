@@ -172,7 +172,7 @@ def test_a_large_batch_is_canceled_in_a_few_round_trips(redis_url: str, how: str
         canceled = batches.withdraw(batch.id) if how == "withdraw" else batches.cancel_unfinished(batch.id)
         round_trips = _CountingConnection.sent
         assert canceled == 1198
-        # One job at a time was 1,200 round trips; a few pages of pipelined cancels is what it takes.
+        # One job at a time was 1,200 round trips; a few script calls of hundreds of jobs each is what it takes.
         assert round_trips <= 10
         statuses = [jobs.get(job.id).status for job in members]
         assert statuses[7] is JobStatus.SUCCEEDED and statuses[900] is JobStatus.FAILED
