@@ -183,3 +183,14 @@ def test_a_large_batch_is_canceled_in_a_few_round_trips(redis_url: str, how: str
             assert batches.counts(batch.id).canceled == 1198 and batches.finished(batch)
     finally:
         counting.close()
+
+
+def test_canceling_a_batch_leaves_a_damaged_record_as_it_is(batches: BatchStore, jobs: JobStore) -> None:
+    batch = batches.create("owner", 3)
+    members = [new_job(jobs, batch_id=batch.id) for _ in range(3)]
+    batches.add_jobs(batch, [job.id for job in members])
+    jobs.redis.hset(JobStore.key(members[1].id), "status", "garbled")
+    assert batches.cancel_unfinished(batch.id) == 2
+    assert jobs.redis.hget(JobStore.key(members[1].id), "status") == "garbled"
+    assert [jobs.get(members[index].id).status for index in (0, 2)] == [JobStatus.CANCELED] * 2
+    assert batches.cancel_unfinished(batch.id) == 0  # canceled once: nothing more to do
