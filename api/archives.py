@@ -13,7 +13,7 @@ import logging
 import zipfile
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from api.context import ApiContext
 from common.batches import Batch
@@ -76,8 +76,12 @@ def _read_ahead(api: ApiContext, batch: Batch) -> Iterator[tuple[str, bytes | No
             except ObjectNotFound:
                 return name, None
 
-        for index, job in _succeeded(api, batch):
+        for count, (index, job) in enumerate(_succeeded(api, batch)):
             window.append((member_name(index, job), pool.submit(api.storage.get, job.results["composite"].key)))
+            if count == 0:
+                # The first read alone: just after a storage outage it is the breaker's one trial call,
+                # and the reads ahead would be refused beside it (a 503 for a zip the storage could serve).
+                wait([window[0][1]])
             if len(window) > READS_AHEAD:
                 yield oldest()
         while window:
