@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from common.jobs import InputInfo, JobStore, ResultInfo, new_job_id
+from common.options import JobOptions
+from common.storage import Storage, input_key, result_key
 from worker.embedded import free_port, start_redis
 
 pytest_plugins = ["tests.silent_server"]  # its fixture, for every folder
@@ -142,3 +145,20 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Callable[[object, str], list[tu
         return calls
 
     return wrap
+
+
+def batch_job(jobs: JobStore, owner: str, batch_id: str) -> str:
+    """A queued job of ``batch_id`` (not yet on the batch's list), as a batch request writes it; its id."""
+    job_id = new_job_id()
+    info = InputInfo(bytes=1, format="PNG", width=1, height=1)
+    jobs.create(job_id, input_key(job_id), info, JobOptions(), owner=owner, batch_id=batch_id)
+    return job_id
+
+
+def succeed_with_composite(jobs: JobStore, storage: Storage, job_id: str, data: bytes) -> None:
+    """Store ``data`` as the job's JPEG composite and mark the job succeeded with it, as a worker does."""
+    key = result_key(job_id, "composite.jpg")
+    storage.put(key, data, "image/jpeg")
+    jobs.start(job_id)
+    result = ResultInfo(key=key, format="jpeg", media_type="image/jpeg", bytes=len(data), width=1, height=1)
+    jobs.succeed(job_id, {"composite": result})

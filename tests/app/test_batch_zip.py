@@ -13,9 +13,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import archives
-from common.jobs import InputInfo, ResultInfo, new_job_id
-from common.options import JobOptions
-from common.storage import input_key, result_key
+from common.storage import result_key
+from tests.conftest import batch_job, succeed_with_composite
 
 Recorded = Callable[[object, str], list[tuple[object, ...]]]
 JOBS = 3 * archives.READS_AHEAD
@@ -24,20 +23,10 @@ JOBS = 3 * archives.READS_AHEAD
 def _succeeded_batch(app: Flask, owner: str, count: int) -> tuple[str, list[str]]:
     api = app.extensions["backdrop"]
     batch = api.batches.create(owner, count + 1)
-    ids = []
-    for index in range(count + 1):
-        job_id = new_job_id()
-        info = InputInfo(bytes=1, format="PNG", width=1, height=1)
-        api.jobs.create(job_id, input_key(job_id), info, JobOptions(), owner=owner, batch_id=batch.id)
-        ids.append(job_id)
-        if index == count // 2:
-            continue  # one job still queued: no composite, no member
-        key = result_key(job_id, "composite.jpg")
-        data = f"composite {index}".encode() * 100
-        api.storage.put(key, data, "image/jpeg")
-        api.jobs.start(job_id)
-        result = ResultInfo(key=key, format="jpeg", media_type="image/jpeg", bytes=len(data), width=1, height=1)
-        api.jobs.succeed(job_id, {"composite": result})
+    ids = [batch_job(api.jobs, owner, batch.id) for _ in range(count + 1)]
+    for index, job_id in enumerate(ids):
+        if index != count // 2:  # one job still queued: no composite, no member
+            succeed_with_composite(api.jobs, api.storage, job_id, f"composite {index}".encode() * 100)
     api.batches.add_jobs(batch, ids)
     return batch.id, ids
 

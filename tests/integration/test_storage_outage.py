@@ -18,10 +18,9 @@ import pytest
 from common.api_keys import ApiKeyStore
 from common.batches import BatchStore
 from common.client import BackdropClient
-from common.jobs import InputInfo, JobStore, ResultInfo, new_job_id
-from common.options import JobOptions
-from common.storage import input_key, result_key
+from common.jobs import JobStore
 from common.storage.factory import storage_from_settings
+from tests.conftest import batch_job, succeed_with_composite
 from tests.integration.stack import Stack
 from tests.integration.test_service import rgba_photo
 from worker.embedded import wait_until
@@ -175,25 +174,10 @@ def _zip_stack(stack_factory: Callable[..., Stack], proxy: ToggleProxy, s3_serve
     jobs = JobStore(stack.redis, stack.settings.job_ttl_seconds)
     batches = BatchStore(stack.redis, jobs)
     batch = batches.create(owner, ZIP_MEMBERS)
-    ids = []
+    ids = [batch_job(jobs, owner, batch.id) for _ in range(ZIP_MEMBERS)]
     try:
-        for index in range(ZIP_MEMBERS):
-            job_id = new_job_id()
-            info = InputInfo(bytes=1, format="PNG", width=1, height=1)
-            jobs.create(job_id, input_key(job_id), info, JobOptions(), owner=owner, batch_id=batch.id)
-            key = result_key(job_id, "composite.jpg")
-            data = bytes([index]) * MEMBER_BYTES
-            direct.put(key, data, "image/jpeg")
-            jobs.start(job_id)
-            jobs.succeed(
-                job_id,
-                {
-                    "composite": ResultInfo(
-                        key=key, format="jpeg", media_type="image/jpeg", bytes=len(data), width=1, height=1
-                    )
-                },
-            )
-            ids.append(job_id)
+        for index, job_id in enumerate(ids):
+            succeed_with_composite(jobs, direct, job_id, bytes([index]) * MEMBER_BYTES)
     finally:
         direct.close()
     batches.add_jobs(batch, ids)
