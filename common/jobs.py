@@ -110,10 +110,10 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-# Fields stored as JSON inside the hash; the rest are plain strings.
 # How many jobs of a batch one script call cancels (Redis runs nothing else meanwhile: under 20 ms).
 _CANCELS_PER_CALL = 500
 
+# Fields stored as JSON inside the hash; the rest are plain strings.
 _JSON_FIELDS = ("input", "options", "results", "id_photos", "error")
 
 # A batch's tally of its jobs per state: fields ARGV-prefix .. state of its record (KEYS-prefix ..
