@@ -317,7 +317,7 @@ def withdraw_batch(api: ApiContext, batch: Batch) -> None:
     Redis itself is what failed, the batch stays among those being written, and the workers' reconciler
     withdraws it once its request has gone ``BATCH_WRITE_LEASE_SECONDS`` without progress."""
     try:
-        canceled = api.batches.withdraw(batch.id)
+        canceled = api.batches.withdraw(batch.id, api.storage)
     except redis.RedisError as exc:
         log.error("batch %s failed part-way and is left to the reconciler to withdraw (%s)", batch.id, exc)
     else:

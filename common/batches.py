@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 
 import redis
 from pydantic import BaseModel
 
 from common import keyspace
-from common.errors import RecordDamaged
+from common.errors import RecordDamaged, StorageError
 from common.jobs import Job, JobStatus, JobStore, now
+from common.storage import Storage, background_key, input_key
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ class BatchCounts(BaseModel):
 BATCH_WRITE_LEASE_SECONDS = 120.0
 
 
-# How many of a batch's job ids are read from its list at a time when its jobs are canceled.
+# How many of a batch's job ids are read from its list at a time when its jobs are canceled (and, when it
+# is withdrawn, their records).
 _JOB_IDS_PER_PAGE = 2000
 
 # A batch's field set once every job of it is written (its request's answer may still be lost).
@@ -129,21 +131,44 @@ class BatchStore:
         found = self.redis.zrangebyscore(keyspace.BATCHES_WRITING, "-inf", before, start=0, num=limit)
         return [batch_id for batch_id in found if self.redis.zrem(keyspace.BATCHES_WRITING, batch_id)]
 
-    def withdraw(self, batch_id: str) -> int:
-        """Cancel every unfinished job of a batch whose request failed or died part-way and delete the
-        batch, so that none of its jobs runs (a worker skips a canceled job) and no webhook fires: its
-        client was never told its id. Returns how many jobs were canceled."""
-        canceled = self.cancel_unfinished(batch_id)
+    def withdraw(self, batch_id: str, storage: Storage) -> int:
+        """Cancel every unfinished job of a batch whose request failed or died part-way, delete the
+        objects stored for its jobs (photos, backgrounds, results) and delete the batch, so that none of
+        its jobs runs (a worker skips a canceled job, and discards the results of one it was running), no
+        webhook fires and no photo waits for the retention sweep: its client was never told its id. A
+        client's own upload that the request named stays. Returns how many jobs were canceled."""
+        canceled = 0
+        stored: list[str] = []
+        for job_ids in self._id_pages(batch_id):
+            canceled += self.jobs.cancel_many(job_ids)
+            stored.extend(self._stored_objects(job_ids))
+        try:
+            storage.delete_many(stored)
+        except StorageError as exc:
+            log.warning("batch %s: %d stored objects left to the retention sweep (%s)", batch_id, len(stored), exc)
         self.delete(batch_id)
         return canceled
 
     def cancel_unfinished(self, batch_id: str) -> int:
-        """Cancel every job of the batch still queued or processing, page by page of its list, a few
-        hundred jobs to a round trip. Returns how many were canceled."""
-        canceled = 0
+        """Cancel every job of the batch still queued or processing, a few hundred jobs to a round trip.
+        Returns how many were canceled."""
+        return sum(self.jobs.cancel_many(job_ids) for job_ids in self._id_pages(batch_id))
+
+    def _id_pages(self, batch_id: str) -> Iterator[list[str]]:
+        """The batch's job ids, page by page of its list."""
         for start in range(0, self.job_count(batch_id), _JOB_IDS_PER_PAGE):
-            canceled += self.jobs.cancel_many(self.job_ids(batch_id, start, start + _JOB_IDS_PER_PAGE - 1))
-        return canceled
+            yield self.job_ids(batch_id, start, start + _JOB_IDS_PER_PAGE - 1)
+
+    def _stored_objects(self, job_ids: list[str]) -> list[str]:
+        """The keys the API and the workers store for these jobs, read in one round trip: each one's photo
+        and background where a request stored them (a client's upload is under its own key, left out),
+        and the results of a finished one. Keys of a job without a readable record are the first two."""
+        keys: list[str] = []
+        for job_id, job in zip(job_ids, self.jobs.get_many(job_ids), strict=True):
+            keys += [input_key(job_id), background_key(job_id)]
+            if isinstance(job, Job):
+                keys += [result.key for result in job.results.values()]
+        return keys
 
     def add_jobs(self, batch: Batch, job_ids: Sequence[str]) -> None:
         """Append jobs to the batch's list, in submission order."""

@@ -26,6 +26,7 @@ from common.errors import RecordDamaged, WorkerLost
 from common.jobs import JobStore, TransitionRefused
 from common.queue import jobs_in_broker, queue_for, queue_of, send_job
 from common.settings import Settings
+from common.storage import Storage
 from worker.notifications import JobEvents
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Reconciler:
         client: redis.Redis,
         jobs: JobStore,
         events: JobEvents,
+        storage: Storage,
         celery: Celery,
         settings: Settings,
         *,
@@ -64,6 +66,7 @@ class Reconciler:
         self.redis = client
         self.jobs = jobs
         self.events = events
+        self.storage = storage  # where a withdrawn batch's objects are deleted
         self.celery = celery
         self.settings = settings
         self.recheck_delay = recheck_delay
@@ -101,7 +104,7 @@ class Reconciler:
         learned the batch's id, and the batch would never complete."""
         batches = self.events.batches
         for batch_id in batches.take_stalled(now - BATCH_WRITE_LEASE_SECONDS, RUN_LIMIT):
-            canceled = batches.withdraw(batch_id)
+            canceled = batches.withdraw(batch_id, self.storage)
             log.warning("reconciler: batch %s was never written whole; withdrawn, %d jobs canceled", batch_id, canceled)
             report.withdrawn.append(batch_id)
 

@@ -113,7 +113,7 @@ class WorkerService:
         service.presence.start()
         service.retention.start()
         if celery is not None:
-            reconciler = Reconciler(service.redis, service.jobs, service.events, celery, settings)
+            reconciler = Reconciler(service.redis, service.jobs, service.events, service.storage, celery, settings)
             service.reconciler = ReconcilerLoop(reconciler, settings, service.name)
             service.reconciler.start()
         engine = runner.engine

@@ -7,6 +7,7 @@ can retry them, and a missing object as ``ObjectNotFound``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self
@@ -75,6 +76,11 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; an absent key is not an error."""
+
+    @abstractmethod
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Remove these keys, as few requests as the backend allows; absent keys are not an error. Every
+        key is checked before any is removed (``ValueError`` for an unsafe one)."""
 
     @abstractmethod
     def delete_prefix(self, prefix: str, *, older_than: float | None = None) -> int:

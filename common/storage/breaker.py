@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 from common.errors import StorageError
@@ -99,6 +99,9 @@ class GuardedStorage(Storage):
 
     def delete(self, key: str) -> None:
         self._call(self.inner.delete, key)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        self._call(self.inner.delete_many, keys)
 
     def delete_prefix(self, prefix: str, *, older_than: float | None = None) -> int:
         return self._call(self.inner.delete_prefix, prefix, older_than=older_than)

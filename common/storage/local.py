@@ -14,7 +14,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -142,6 +142,12 @@ class LocalStorage(Storage):
             return
         except OSError as exc:
             raise StorageError(f"deleting {key!r} from {self.root} failed: {exc}") from exc
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            validate_key(key)
+        for key in keys:
+            self.delete(key)
 
     def delete_prefix(self, prefix: str, *, older_than: float | None = None) -> int:
         validate_key(prefix, prefix=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO, NoReturn
 
@@ -229,6 +229,14 @@ class S3Storage(Storage):
         with self._translate("deleting", key):
             self._client.delete_object(Bucket=self.bucket, Key=key)
 
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            validate_key(key)
+        for start in range(0, len(keys), self.list_page_size):
+            page = keys[start : start + self.list_page_size]
+            with self._translate("deleting", page[0]):
+                self._delete_objects([{"Key": key} for key in page], f"s3://{self.bucket}/{page[0]} and others")
+
     def delete_prefix(self, prefix: str, *, older_than: float | None = None) -> int:
         validate_key(prefix, prefix=True)
         deleted = 0
@@ -244,16 +252,20 @@ class S3Storage(Storage):
                 ]
                 if not keys:
                     continue
-                response = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
-                errors = response.get("Errors", [])
-                if errors:
-                    first = errors[0]
-                    raise StorageError(
-                        f"deleting {len(errors)} object(s) under s3://{self.bucket}/{prefix} failed, e.g. "
-                        f"{first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip()
-                    )
+                self._delete_objects(keys, f"under s3://{self.bucket}/{prefix}")
                 deleted += len(keys)
         return deleted
+
+    def _delete_objects(self, objects: list[dict[str, str]], where: str) -> None:
+        """One ``DeleteObjects`` request (at most 1000 keys); a key it could not delete is a StorageError."""
+        response = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+        errors = response.get("Errors", [])
+        if errors:
+            first = errors[0]
+            raise StorageError(
+                f"deleting {len(errors)} object(s) {where} failed, e.g. "
+                f"{first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip()
+            )
 
     def exists(self, key: str) -> bool:
         validate_key(key)

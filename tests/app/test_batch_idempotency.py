@@ -122,6 +122,9 @@ def test_a_storage_failure_part_way_also_withdraws_the_batch(
     assert len(first_chunk) == CHUNK
     assert {_redis(app).hget(name, "status") for name in first_chunk} == {"canceled"}
     assert _batch_records(app) == []
+    # The photos it had stored are deleted with it, not left for the retention sweep.
+    photos = [_redis(app).hget(name, "input_key") for name in first_chunk]
+    assert len(set(photos)) == CHUNK and not any(app.extensions["backdrop"].storage.exists(key) for key in photos)
 
 
 def test_the_same_key_and_body_replay_the_batch_and_another_body_is_refused(
@@ -224,7 +227,7 @@ def test_a_request_that_died_after_writing_its_whole_batch_is_replayed(
 def _reconciler(app: Flask) -> Reconciler:
     api = app.extensions["backdrop"]
     events = JobEvents(None, api.jobs, api.batches)
-    return Reconciler(api.redis, api.jobs, events, api.celery, api.settings, recheck_delay=0)
+    return Reconciler(api.redis, api.jobs, events, api.storage, api.celery, api.settings, recheck_delay=0)
 
 
 def test_the_reconciler_withdraws_a_batch_whose_request_died_part_way(
@@ -236,6 +239,10 @@ def test_the_reconciler_withdraws_a_batch_whose_request_died_part_way(
     (record,) = _batch_records(app)
     unsent = [name for name in _redis(app).scan_iter(keyspace.JOB.format(job_id="*"))]
     assert len(unsent) == 2 * CHUNK  # the second chunk's records, two of them without a message
+    storage = app.extensions["backdrop"].storage
+    fetched = [_redis(app).hget(name, "input_key") for name in unsent]
+    for key in fetched:  # as a worker stores a photo it fetched from its URL
+        storage.put(key, b"photo", "image/jpeg")
     reconciler = _reconciler(app)
     assert reconciler.run_once(time.time()).withdrawn == []  # its request may still be writing it
     report = reconciler.run_once(time.time() + BATCH_WRITE_LEASE_SECONDS + 1)
@@ -243,6 +250,7 @@ def test_the_reconciler_withdraws_a_batch_whose_request_died_part_way(
     assert report.requeued == [] and _batch_records(app) == []
     assert {_redis(app).hget(name, "status") for name in unsent} == {"canceled"}
     assert app.extensions["backdrop"].jobs.pending_count(_owner(app, sent[0])) == 0
+    assert not any(storage.exists(key) for key in fetched)
 
 
 def test_a_request_taken_for_dead_while_writing_fails_and_leaves_nothing_to_run(

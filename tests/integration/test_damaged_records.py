@@ -91,7 +91,7 @@ def test_the_reconciler_enqueues_a_stale_damaged_job_so_that_a_worker_fails_it(s
     batch_id, (_, damaged) = _batch_of_two(service)
     service.redis.hset(keyspace.JOB.format(job_id=damaged), "options", "{not json")
     service.redis.zadd(keyspace.PENDING_SINCE, {damaged: time.time() - 60})
-    reconciler = Reconciler(service.redis, service.jobs, service.events, celery, settings)
+    reconciler = Reconciler(service.redis, service.jobs, service.events, service.storage, celery, settings)
     assert reconciler.run_once(time.time()).requeued == [damaged]
     assert jobs_in_broker(service.redis) == {damaged}
     assert service.redis.llen(BATCH_QUEUE) == 1

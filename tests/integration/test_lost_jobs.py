@@ -113,7 +113,7 @@ def test_a_worker_killed_between_pop_and_unacked_loses_no_job(stack_factory: Cal
     assert record(stack, lost).deliveries == 2  # the lost delivery, then the reconciler's
 
 
-def test_the_reconciler_enqueues_only_stale_jobs_without_a_message(redis_url: str) -> None:
+def test_the_reconciler_enqueues_only_stale_jobs_without_a_message(redis_url: str, tmp_path: Path) -> None:
     """One run, in this process against a real Redis: each kind of pending job, and a canceled one."""
     settings = Settings(redis_url=redis_url, visibility_timeout=5, reconcile_after_timeouts=1, max_deliveries=2)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -134,7 +134,9 @@ def test_the_reconciler_enqueues_only_stale_jobs_without_a_message(redis_url: st
     jobs.cancel(canceled)
     old = time.time() - 60
     client.zadd(keyspace.PENDING_SINCE, {job_id: old for job_id in (waiting, lost, spent)})
-    reconciler = Reconciler(client, jobs, JobEvents(None, jobs, BatchStore(client, jobs)), celery, settings)
+    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1:9/", secret=b"k" * 32)
+    events = JobEvents(None, jobs, BatchStore(client, jobs))
+    reconciler = Reconciler(client, jobs, events, storage, celery, settings)
     try:
         report = reconciler.run_once(time.time())
         assert report.requeued == [lost] and report.failed == [spent] and report.alive == 1

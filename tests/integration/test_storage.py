@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -132,6 +133,20 @@ def test_delete_prefix_removes_one_job_only(storage: Storage) -> None:
     assert storage.get(result_key("job-b", "mask.png")) == b"mask"
     assert sum(storage.delete_prefix(prefix) for prefix in job_prefix("job-a")) == 0
     assert storage.delete_prefix("nothing/here/") == 0
+
+
+def test_delete_many_removes_exactly_those_keys(storage: Storage) -> None:
+    for job in ("job-a", "job-b"):
+        storage.put(input_key(job), b"in", "image/jpeg")
+        storage.put(result_key(job, "composite.jpg"), b"out", "image/jpeg")
+    storage.delete_many([input_key("job-a"), result_key("job-a", "composite.jpg"), background_key("job-a")])
+    assert not storage.exists(input_key("job-a")) and not storage.exists(result_key("job-a", "composite.jpg"))
+    assert storage.get(input_key("job-b")) == b"in" and storage.get(result_key("job-b", "composite.jpg")) == b"out"
+    storage.delete_many([input_key("job-a")])  # absent is fine
+    storage.delete_many([])
+    with pytest.raises(ValueError):
+        storage.delete_many([input_key("job-b"), "../escape"])
+    assert storage.exists(input_key("job-b"))  # every key is checked before anything is deleted
 
 
 def test_url_is_a_time_limited_download_link(storage: Storage) -> None:
@@ -277,6 +292,25 @@ def test_s3_delete_prefix_follows_pages(s3: S3Storage, monkeypatch: pytest.Monke
     s3.put("results/k/0.png", b"x", "image/png")
     assert s3.delete_prefix("results/j/") == 5
     assert s3.exists("results/k/0.png")
+
+
+def test_s3_delete_many_sends_pages_of_keys(s3: S3Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3, "list_page_size", 2)
+    calls: list[int] = []
+    real = s3._client.delete_objects
+
+    def delete_objects(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["Delete"]["Objects"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(s3._client, "delete_objects", delete_objects)
+    keys = [result_key("j", f"{index}.png") for index in range(5)]
+    for key in keys:
+        s3.put(key, b"x", "image/png")
+    s3.put(result_key("k", "0.png"), b"x", "image/png")
+    s3.delete_many(keys)
+    assert calls == [2, 2, 1]  # one request per page, not one per key
+    assert [key for key in keys if s3.exists(key)] == [] and s3.exists(result_key("k", "0.png"))
 
 
 def test_s3_unreachable_endpoint_is_a_storage_error() -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 
 import pytest
 import redis
 
 from common import keyspace
 from common.batches import BatchCounts, BatchStore, WithdrawnBatch
-from common.jobs import JobStatus, JobStore, TransitionRefused
+from common.errors import StorageError
+from common.jobs import InputInfo, Job, JobStatus, JobStore, ResultInfo, TransitionRefused, new_job_id
+from common.options import JobOptions
+from common.storage import LocalStorage, background_key, input_key, result_key, upload_key
 from tests.stores.conftest import new_job
 
 
@@ -130,15 +135,89 @@ def test_a_batch_being_written_is_either_written_or_taken_to_withdraw_never_both
     assert batches.take_stalled(time.time() + 1, 10) == []
 
 
-def test_withdraw_cancels_the_unfinished_jobs_and_deletes_the_batch(batches: BatchStore, jobs: JobStore) -> None:
+def test_withdraw_cancels_the_unfinished_jobs_and_deletes_the_batch(
+    batches: BatchStore, jobs: JobStore, tmp_path: Path
+) -> None:
     batch = batches.create("owner", 3)
     done, waiting = new_job(jobs, batch_id=batch.id), new_job(jobs, batch_id=batch.id)
     batches.add_jobs(batch, [done.id, waiting.id, "0123456789abcdef0123456789abcdef"])  # the last has no record
     jobs.fail(done.id, "corrupt_image", "no")
-    assert batches.withdraw(batch.id) == 1
+    assert batches.withdraw(batch.id, _storage(tmp_path)) == 1
     assert jobs.get(waiting.id).status is JobStatus.CANCELED and jobs.get(done.id).status is JobStatus.FAILED
     assert batches.get(batch.id) is None and batches.job_ids(batch.id) == []
     assert batches.take_stalled(time.time() + 1, 10) == []
+
+
+def _storage(root: Path) -> LocalStorage:
+    return LocalStorage(root / "storage", base_url="http://127.0.0.1:9/", secret=b"k" * 32)
+
+
+def _stored_job(jobs: JobStore, storage: LocalStorage, batch_id: str | None, *, upload: str | None = None) -> Job:
+    """A queued job whose photo and background are in storage, as the API stores them (or whose photo
+    is the client's own upload, named by the request)."""
+    job_id = new_job_id()
+    photo = upload or input_key(job_id)
+    storage.put(photo, b"photo", "image/png")
+    storage.put(background_key(job_id), b"background", "image/png")
+    info = InputInfo(bytes=5, format="PNG", width=4, height=3)
+    options = JobOptions(background="image")
+    return jobs.create(
+        job_id, photo, info, options, owner="owner", batch_id=batch_id, background_image_key=background_key(job_id)
+    )
+
+
+def _succeed_with_a_result(jobs: JobStore, storage: LocalStorage, job: Job) -> str:
+    key = result_key(job.id, "composite.jpg")
+    storage.put(key, b"composite", "image/jpeg")
+    jobs.start(job.id)
+    result = ResultInfo(key=key, format="jpeg", media_type="image/jpeg", bytes=9, width=4, height=3)
+    assert jobs.succeed(job.id, {"composite": result})
+    return key
+
+
+def test_withdraw_deletes_what_the_batch_stored_but_not_the_clients_uploads(
+    batches: BatchStore, jobs: JobStore, tmp_path: Path
+) -> None:
+    storage = _storage(tmp_path)
+    batch = batches.create("owner", 3)
+    queued = _stored_job(jobs, storage, batch.id)
+    done = _stored_job(jobs, storage, batch.id)
+    result = _succeed_with_a_result(jobs, storage, done)
+    uploaded = _stored_job(jobs, storage, batch.id, upload=upload_key("owner", "photo.png"))
+    other = _stored_job(jobs, storage, None)  # another request's job, in no batch
+    batches.add_jobs(batch, [queued.id, done.id, uploaded.id])
+    assert batches.withdraw(batch.id, storage) == 2
+    # The client never learned the batch's id: nothing it sent or the workers made for it stays behind
+    # for the retention sweep, only what the client stored itself (its upload may be named again).
+    gone = [queued.input_key, queued.background_image_key, done.input_key, done.background_image_key, result]
+    assert [key for key in gone if storage.exists(key)] == []
+    assert not storage.exists(str(uploaded.background_image_key))
+    assert storage.exists(uploaded.input_key) and storage.get(uploaded.input_key) == b"photo"
+    assert storage.exists(other.input_key) and storage.exists(str(other.background_image_key))
+
+
+def test_a_storage_failure_leaves_the_objects_to_retention_and_still_withdraws(
+    batches: BatchStore,
+    jobs: JobStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = _storage(tmp_path)
+    batch = batches.create("owner", 1)
+    queued = _stored_job(jobs, storage, batch.id)
+    batches.add_jobs(batch, [queued.id])
+
+    def unavailable(keys: object) -> None:
+        raise StorageError("the bucket went away")
+
+    monkeypatch.setattr(storage, "delete_many", unavailable)
+    with caplog.at_level(logging.WARNING, logger="common.batches"):
+        assert batches.withdraw(batch.id, storage) == 1
+    assert jobs.get(queued.id).status is JobStatus.CANCELED and batches.get(batch.id) is None
+    assert storage.exists(queued.input_key)
+    said = [record.getMessage() for record in caplog.records]
+    assert any("2 stored objects left to the retention sweep" in line for line in said), said
 
 
 class _CountingConnection(redis.Connection):
@@ -152,7 +231,7 @@ class _CountingConnection(redis.Connection):
 
 
 @pytest.mark.parametrize("how", ["withdraw", "cancel_unfinished"])
-def test_a_large_batch_is_canceled_in_a_few_round_trips(redis_url: str, how: str) -> None:
+def test_a_large_batch_is_canceled_in_a_few_round_trips(redis_url: str, how: str, tmp_path: Path) -> None:
     counting = redis.Redis(
         connection_pool=redis.ConnectionPool.from_url(
             redis_url, decode_responses=True, connection_class=_CountingConnection
@@ -169,7 +248,8 @@ def test_a_large_batch_is_canceled_in_a_few_round_trips(redis_url: str, how: str
         jobs.fail(members[900].id, "corrupt_image", "no")
         jobs.start(members[3].id)
         _CountingConnection.sent = 0
-        canceled = batches.withdraw(batch.id) if how == "withdraw" else batches.cancel_unfinished(batch.id)
+        storage = _storage(tmp_path)
+        canceled = batches.withdraw(batch.id, storage) if how == "withdraw" else batches.cancel_unfinished(batch.id)
         round_trips = _CountingConnection.sent
         assert canceled == 1198
         # One job at a time was 1,200 round trips; a few script calls of hundreds of jobs each is what it takes.
