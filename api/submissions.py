@@ -85,6 +85,7 @@ class JobRequest:
     background_image: Upload | None = None
     source_key: str | None = None  # an object of the caller's uploads, instead of an upload or a URL
     refused: InvalidInput | None = None  # a batch item that failed validation: recorded as a failed job
+    refused_digest: bytes = b""  # a refused upload's SHA-256 (its bytes are not kept), for Idempotency-Key
 
 
 def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> Upload:
@@ -132,7 +133,9 @@ def batch_requests_from_uploads(form: Any, api: ApiContext) -> list[JobRequest]:
         try:
             found.append(JobRequest(options, read_upload(upload, "images", api)))
         except InvalidInput as exc:
-            found.append(JobRequest(options, refused=exc))
+            upload.stream.seek(0)
+            digest = hashlib.file_digest(upload.stream, "sha256").digest()
+            found.append(JobRequest(options, refused=exc, refused_digest=digest))
     return found
 
 
@@ -444,12 +447,14 @@ def confirm(api: ApiContext, owner: str, key: str, body_hash: str, job: Job) -> 
 
 def batch_fingerprint(requests: Sequence[JobRequest]) -> str:
     """What makes two batch requests "the same body" for Idempotency-Key: each photo's fingerprint, its
-    bucket key and, for a photo refused on arrival, why (its bytes are not kept), in order."""
+    bucket key and, for a photo refused on arrival, why and its bytes' digest, in order."""
     digest = hashlib.sha256(b"batch")
     for request in requests:
         refused = f"{request.refused.code}:{request.refused.message}" if request.refused is not None else ""
         for part in (fingerprint(request), request.source_key or "", refused):
             digest.update(hashlib.sha256(part.encode()).digest())
+        if request.refused_digest:  # only then: the fingerprints of other batches stay what they were
+            digest.update(request.refused_digest)
     return digest.hexdigest()
 
 

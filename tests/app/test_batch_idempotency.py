@@ -270,3 +270,20 @@ def test_a_request_taken_for_dead_while_writing_fails_and_leaves_nothing_to_run(
     assert (response.status_code, response.json["error"]["code"]) == (503, "queue_unavailable")
     assert len(sent) == CHUNK and _statuses(app, sent) == ["canceled"] * CHUNK
     assert _batch_records(app) == []
+
+
+def test_a_different_photo_refused_for_the_same_reason_is_another_body(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    def post(junk: bytes):
+        files = [(io.BytesIO(png(seed=1)), "a.png"), (io.BytesIO(junk), "b.png")]
+        headers = {**auth, "Idempotency-Key": "refused-photo"}
+        return client.post("/v1/batches", data={"images": files}, headers=headers, content_type="multipart/form-data")
+
+    first = post(b"not an image: one")
+    assert first.status_code == 202
+    again = post(b"not an image: one")
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    # Same length, same refusal, other bytes: not the body the key was first used with.
+    other = post(b"not an image: two")
+    assert (other.status_code, other.json["error"]["code"]) == (422, "idempotency_key_reused")
