@@ -74,7 +74,6 @@ class ModelRunner:
         self.device = device
         self.choice = choice
         self._table = normalization_table(torch.device("cpu"))
-        self.forward_passes = 0
 
     @property
     def precision(self) -> Precision:
@@ -155,7 +154,6 @@ class ModelRunner:
             matte = self.engine.forward(x)
         else:
             matte = torch.from_numpy(self.engine.run(x.detach().cpu().float().numpy()))
-        self.forward_passes += 1
         return matte
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -166,13 +164,11 @@ class ModelRunner:
         mattes = self.engine.predict(images)
         if len(mattes) != len(images):
             raise RuntimeError(f"model returned {len(mattes)} mattes for {len(images)} images")
-        self.forward_passes += 1
         return mattes
 
     def warm_up(self, height: int = 512, width: int = 512) -> None:
         """One pass on a blank image so the first real request does not pay for kernel selection."""
         self.predict([np.zeros((height, width, 3), np.uint8)])
-        self.forward_passes = 0
 
 
 def colab_matte(runner: ModelRunner, rgb: np.ndarray, *, ref_size: int = 512) -> np.ndarray:
