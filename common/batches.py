@@ -137,17 +137,33 @@ class BatchStore:
         its jobs runs (a worker skips a canceled job, and discards the results of one it was running), no
         webhook fires and no photo waits for the retention sweep: its client was never told its id. A
         client's own upload that the request named stays. Returns how many jobs were canceled."""
-        canceled = 0
-        stored: list[str] = []
-        for job_ids in self._id_pages(batch_id):
-            canceled += self.jobs.cancel_many(job_ids)
-            stored.extend(self._stored_objects(job_ids))
+        canceled, stored = self._cancel_and_list_objects(batch_id)
         try:
             storage.delete_many(stored)
         except StorageError as exc:
             log.warning("batch %s: %d stored objects left to the retention sweep (%s)", batch_id, len(stored), exc)
         self.delete(batch_id)
         return canceled
+
+    def erase(self, batch: Batch, storage: Storage) -> None:
+        """Everything of a batch, for ``DELETE /v1/batches/{id}``: its unfinished jobs are canceled (a
+        worker discards the results of one it was running), the objects stored for its jobs deleted as
+        ``withdraw`` does, then its jobs' records and its own. A ``StorageError`` stops it before any
+        record is deleted, so that nothing is lost track of and the same request again finishes it."""
+        _, stored = self._cancel_and_list_objects(batch.id)
+        storage.delete_many(stored)
+        for job_ids in self._id_pages(batch.id):
+            self.jobs.delete_many(job_ids, batch.owner)
+        self.delete(batch.id)
+
+    def _cancel_and_list_objects(self, batch_id: str) -> tuple[int, list[str]]:
+        """Cancel the batch's unfinished jobs, page by page, and list the objects stored for them."""
+        canceled = 0
+        stored: list[str] = []
+        for job_ids in self._id_pages(batch_id):
+            canceled += self.jobs.cancel_many(job_ids)
+            stored.extend(self._stored_objects(job_ids))
+        return canceled, stored
 
     def cancel_unfinished(self, batch_id: str) -> int:
         """Cancel every job of the batch still queued or processing, a few hundred jobs to a round trip.

@@ -370,6 +370,10 @@ class BackdropClient:
         """Cancel every pending job of the batch; the batch as it is then."""
         return self._json("POST", f"/v1/batches/{quote(batch_id, safe='')}/cancel")
 
+    def delete_batch(self, batch_id: str) -> None:
+        """Delete a batch with its jobs, their uploads and their results (not the caller's own uploads)."""
+        self._request("DELETE", self._url(f"/v1/batches/{quote(batch_id, safe='')}"))
+
     def download_batch_zip(self, batch_id: str, dest: str | os.PathLike[str]) -> Path:
         """Save the zip of the batch's composites to ``dest`` (a file, or a folder for ``<batch_id>.zip``)."""
         target = Path(dest)

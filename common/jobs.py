@@ -448,6 +448,16 @@ class JobStore:
             pipe.zrem(keyspace.PENDING_SINCE, job.id)
             pipe.execute()
 
+    def delete_many(self, job_ids: Sequence[str], owner: str) -> None:
+        """Remove the records of ``owner``'s jobs ``job_ids`` (with their pending entries), in one round trip."""
+        if not job_ids:
+            return
+        with self.redis.pipeline() as pipe:
+            pipe.delete(*(self.key(job_id) for job_id in job_ids))
+            pipe.srem(keyspace.PENDING.format(owner=owner), *job_ids)
+            pipe.zrem(keyspace.PENDING_SINCE, *job_ids)
+            pipe.execute()
+
     # --- deliveries and the pending index (read by the reconciler) ------------------------------
 
     def add_delivery(self, job_id: str, most: int, delivery: str) -> bool | None:

@@ -25,6 +25,7 @@ from api.schemas import (
     errors,
     idempotency_key,
     json_response,
+    no_content,
     operation_id,
 )
 from common.batches import Batch
@@ -135,6 +136,22 @@ def cancel_batch(path: BatchPath) -> Response:
     api.batches.cancel_unfinished(batch.id)
     notify_batch_completed(api.celery, api.batches, batch.id)
     return view(api, batch, 1, MAX_PAGE_SIZE)
+
+
+@batches.delete(
+    "/batches/<batch_id>",
+    responses={
+        204: no_content("deleted: the batch, and each job's record, upload and results"),
+        **errors(404, *AUTHENTICATED),
+    },
+)
+def delete_batch(path: BatchPath) -> tuple[str, int]:
+    """Delete a batch: cancel its unfinished jobs, then remove every job's upload, results and record,
+    and the batch. A photo that the batch named by its key (`POST /v1/uploads`) is the caller's own and
+    stays. When the storage fails (503), no record is deleted yet: the same request again finishes it."""
+    api = ctx()
+    api.batches.erase(owned_batch(api, path.batch_id), api.storage)
+    return "", 204
 
 
 @batches.get(

@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from common.client import ApiError, BackdropClient
+from common.queue import jobs_in_broker
 from tests.integration.stack import Stack
+from worker.embedded import wait_until
 
 BACKDROP = Path(sys.executable).parent / "backdrop"
 
@@ -55,11 +57,23 @@ def test_cancel_a_queued_job_then_delete_it(stack_factory: Callable[..., Stack])
     canceled = client.cancel(queued["id"])
     assert canceled["status"] == "canceled" and canceled["results"] is None
     assert client.wait(queued["id"], timeout=5)["status"] == "canceled"
+    # A batch deleted while its messages wait: its jobs are gone, and their messages find no record.
+    deleted = client.submit_batch([png((64, 64), 3), png((64, 64), 4)])
+    client.delete_batch(deleted["id"])
+    lookups = [lambda: client.get_batch(deleted["id"])]
+    lookups += [lambda job_id=job["id"]: client.get(job_id) for job in deleted["jobs"]]
+    for lookup in lookups:
+        with pytest.raises(ApiError) as raised:
+            lookup()
+        assert raised.value.status == 404
 
     stack.start_worker()
     done = client.wait(client.submit(png((64, 64), 2))["id"], timeout=120)
     assert done["status"] == "succeeded"  # the worker runs jobs, and the canceled one stays canceled
     assert client.get(queued["id"])["status"] == "canceled"
+    # The deleted batch's messages are taken and dropped (the batch queue comes after single jobs).
+    wait_until(lambda: not jobs_in_broker(stack.redis), 60, "the deleted batch's messages to be taken")
+    assert [worker.alive() for worker in stack.workers] == [True]  # bad messages did not stop it
 
     client.delete(queued["id"])
     with pytest.raises(ApiError) as raised:

@@ -320,7 +320,12 @@ def test_delete_and_cancel(api: FakeServer) -> None:
     client = BackdropClient(api.url, "secret")
     assert client.cancel("j/1")["status"] == "canceled"
     assert client.delete("j/1") is None
-    assert [(s.method, s.path) for s in api.seen] == [("POST", "/v1/jobs/j%2F1/cancel"), ("DELETE", "/v1/jobs/j%2F1")]
+    assert client.delete_batch("b/1") is None
+    assert [(s.method, s.path) for s in api.seen] == [
+        ("POST", "/v1/jobs/j%2F1/cancel"),
+        ("DELETE", "/v1/jobs/j%2F1"),
+        ("DELETE", "/v1/batches/b%2F1"),
+    ]
 
 
 # --- batches ------------------------------------------------------------------------------------
