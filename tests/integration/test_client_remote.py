@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common import keyspace
 from common.client import ApiError, BackdropClient
 from common.queue import jobs_in_broker
 from tests.integration.stack import Stack
@@ -128,6 +129,8 @@ def test_cli_remote_mode(running: Stack, tmp_path: Path) -> None:
     broken = photos / "broken.jpg"
     broken.write_text("this is text, not a photo")
     out = tmp_path / "out"
+    records = [keyspace.JOB.format(job_id="*"), keyspace.BATCH.format(batch_id="*")]
+    before = [len(list(running.redis.scan_iter(pattern))) for pattern in records]
 
     argv = [str(BACKDROP), "replace", str(photos), "--server", running.api_url, "--api-key", str(running.token)]
     result = subprocess.run(
@@ -145,3 +148,5 @@ def test_cli_remote_mode(running: Stack, tmp_path: Path) -> None:
     for stem, size in sizes.items():
         assert image_size((out / f"{stem}.jpg").read_bytes()) == size
         assert image_size((out / f"{stem}.matte.png").read_bytes()) == size
+    # Its results downloaded, the CLI deleted its batch: no record of it (or of its jobs) stays there.
+    assert [len(list(running.redis.scan_iter(pattern))) for pattern in records] == before

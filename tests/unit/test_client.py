@@ -498,6 +498,7 @@ class FakeBatchServer:
         self.jobs: list[dict] = []
         self.polls = 0
         self.uploads: list[tuple[str, bytes]] = []
+        self.deleted: Answer = (204, {}, b"")  # the answer to the batch's DELETE
         server.route = self.answer
 
     def answer(self, seen: Seen) -> Answer:
@@ -517,6 +518,8 @@ class FakeBatchServer:
                     }
                     self.jobs.append(job(f"j{index}", "succeeded", results=results))
             return json_answer(202, {"id": "b1", "status": "pending", "total": len(self.jobs), "jobs": []})
+        if seen.method == "DELETE" and seen.path == "/v1/batches/b1":
+            return self.deleted
         if seen.path == "/v1/batches/b1":
             self.polls += 1
             finished = len(self.jobs) if self.polls > 1 else 1
@@ -564,6 +567,29 @@ def test_cli_remote_mode_writes_results_and_names_failures(api: FakeServer, tmp_
     assert posts[0].form()[0] == {"background": ["red"], "quality": ["92"], "outputs": ["composite,matte"]}
     assert {s.headers.get("authorization") for s in api.seen} == {"Bearer from-env"}
     assert len(posts[0].headers["idempotency-key"]) == 32  # its own key: the batch may be sent again safely
+    # Every result downloaded, the batch is deleted from the server: its photos do not wait there.
+    assert (api.seen[-1].method, api.seen[-1].path) == ("DELETE", "/v1/batches/b1")
+    assert not any(s.method == "DELETE" for s in api.seen[:-1])
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_cli_remote_mode_keeps_the_batch_when_asked_or_when_it_cannot_be_deleted(
+    api: FakeServer, tmp_path: Path, keep: bool
+) -> None:
+    fake = FakeBatchServer(api)
+    fake.deleted = error_answer(500, "internal_error", "something went wrong")
+    photo = tmp_path / "p.png"
+    photo.write_bytes(small_png((40, 40), 0))
+    argv = [str(photo), "--server", api.url, "-o", str(tmp_path / "out")] + (["--keep-on-server"] if keep else [])
+    result = CliRunner().invoke(replace, argv)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "p.jpg").read_bytes() == b"result /files/0/composite"
+    deletes = [s.path for s in api.seen if s.method == "DELETE"]
+    if keep:
+        assert deletes == [] and "warning" not in result.stderr
+    else:  # asked, then left to expire there, and said so; the photos were written all the same
+        assert deletes == ["/v1/batches/b1"]
+        assert "warning: batch b1 is left on the server, to expire there (internal_error:" in result.stderr
 
 
 def test_cli_remote_mode_checks_options_before_sending(api: FakeServer, tmp_path: Path) -> None:

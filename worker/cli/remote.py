@@ -57,9 +57,16 @@ def _finished(batch: dict) -> int:
 
 
 def replace_remote(
-    inputs: tuple[Path, ...], *, server: str, api_key: str | None, values: Mapping[str, Any], output: Path
+    inputs: tuple[Path, ...],
+    *,
+    server: str,
+    api_key: str | None,
+    values: Mapping[str, Any],
+    output: Path,
+    keep: bool = False,
 ) -> None:
-    """Send every photo as one batch, follow its progress, then download the results into ``output``."""
+    """Send every photo as one batch, follow its progress, download the results into ``output``, then
+    delete the batch from the server (its photos and results with it) unless ``keep``."""
     fields = server_fields(values)
     photos = list(collect(inputs))
     if not photos:
@@ -87,7 +94,7 @@ def replace_remote(
     if sent:
         client = BackdropClient(server, api_key)
         try:
-            written = _run_batch(client, photos, sent, images, fields, output, failures)
+            written = _run_batch(client, photos, sent, images, fields, output, failures, keep=keep)
         except ApiError as exc:
             raise click.ClickException(f"the server answered {exc.status} {exc.code}: {exc.message}") from exc
         except urllib.error.URLError as exc:
@@ -108,8 +115,11 @@ def _run_batch(
     fields: FormFields,
     output: Path,
     failures: dict[int, str],
+    *,
+    keep: bool,
 ) -> int:
-    """Submit, wait with a progress bar, download; returns how many photos were written."""
+    """Submit, wait with a progress bar, download, then delete the batch unless ``keep``; returns how
+    many photos were written."""
     # A key of its own, so that the client may send the batch again when the connection drops.
     batch = client.submit_batch(
         images, filenames=[photos[index].source.name for index in sent], idempotency_key=uuid.uuid4().hex, **fields
@@ -149,4 +159,9 @@ def _run_batch(
             failures[index] = f"unwritable: {exc.strerror or exc} (its {kind})"
             continue
         written += 1
+    if not keep:
+        try:
+            client.delete_batch(batch_id)
+        except (ApiError, OSError) as exc:
+            click.echo(f"warning: batch {batch_id} is left on the server, to expire there ({_describe(exc)})", err=True)
     return written

@@ -117,6 +117,11 @@ def replace_local(inputs: tuple[Path, ...], values: Mapping[str, Any], output: P
     help="Send the photos as one batch to this Backdrop server instead of running the model here.",
 )
 @click.option("--api-key", envvar="BACKDROP_API_KEY", show_envvar=True, help="API key for --server.")
+@click.option(
+    "--keep-on-server",
+    is_flag=True,
+    help="With --server: leave the batch, its photos and results there (deleted once downloaded otherwise).",
+)
 def replace(
     inputs: tuple[Path, ...],
     output: Path,
@@ -124,12 +129,13 @@ def replace(
     matte: bool,
     server: str | None,
     api_key: str | None,
+    keep_on_server: bool,
     **values: Any,
 ) -> None:
     """Replace the background of INPUT photos (files or folders) and write the results to --output."""
     chosen = chosen_options(values, cutout=cutout, matte=matte)
     if server:
         check_inputs_exist(inputs)
-        replace_remote(inputs, server=server, api_key=api_key, values=chosen, output=output)
+        replace_remote(inputs, server=server, api_key=api_key, values=chosen, output=output, keep=keep_on_server)
     else:
         replace_local(inputs, chosen, output)
