@@ -21,7 +21,7 @@ from worker.cli.replace import chosen_options, local_options, replace
 
 CLI_NAMES = sorted(JobOptions.names(Surface.CLI))
 # The flags of `backdrop replace` that are not options of a job.
-COMMAND_FLAGS = {"inputs", "output", "cutout", "matte", "server", "api_key"}
+COMMAND_FLAGS = {"inputs", "output", "cutout", "matte", "server", "api_key", "keep_on_server"}
 
 
 def _params(command: click.Command) -> dict[str, click.Parameter]:
