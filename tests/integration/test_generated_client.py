@@ -142,8 +142,16 @@ def test_the_generated_client_reports_errors_as_the_error_model(
 def test_the_generated_client_runs_a_batch_and_downloads_its_zip(
     stack_with_worker: Stack, generated: tuple[ModuleType, str]
 ) -> None:
-    create_batch, get_batch, batch_zip, models, types = map(
-        part, ("api.batches.create_batch", "api.batches.get_batch", "api.batches.batch_zip", "models", "types")
+    create_batch, get_batch, batch_zip, delete_batch, models, types = map(
+        part,
+        (
+            "api.batches.create_batch",
+            "api.batches.get_batch",
+            "api.batches.batch_zip",
+            "api.batches.delete_batch",
+            "models",
+            "types",
+        ),
     )
     photos = [
         types.File(payload=io.BytesIO(PORTRAIT.read_bytes()), file_name=f"{name}.jpg", mime_type="image/jpeg")
@@ -159,6 +167,9 @@ def test_the_generated_client_runs_a_batch_and_downloads_its_zip(
             batch = get_batch.sync(batch.id, client=client)
         assert batch.counts.succeeded == 2, batch.counts
         archive = batch_zip.sync(batch.id, client=client)
+        assert delete_batch.sync_detailed(batch.id, client=client).status_code == 204
+        gone = get_batch.sync(batch.id, client=client)
     assert isinstance(archive, types.File)
     with zipfile.ZipFile(archive.payload) as opened:
         assert [name.split("-", 1)[1] for name in opened.namelist()] == [f"{job.id}.jpg" for job in batch.jobs]
+    assert isinstance(gone, models.ErrorBody) and gone.error.code == models.ErrorDetailCode.NOT_FOUND
