@@ -21,6 +21,7 @@ from werkzeug.formparser import parse_form_data
 
 from common.client import ApiError, BackdropClient
 from tests.conftest import REPO_ROOT
+from worker.cli.remote import replace_remote
 from worker.cli.replace import replace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -590,6 +591,27 @@ def test_cli_remote_mode_keeps_the_batch_when_asked_or_when_it_cannot_be_deleted
     else:  # asked, then left to expire there, and said so; the photos were written all the same
         assert deletes == ["/v1/batches/b1"]
         assert "warning: batch b1 is left on the server, to expire there (internal_error:" in result.stderr
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_an_interrupted_remote_run_deletes_its_batch_or_cancels_a_kept_one(
+    api: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
+) -> None:
+    FakeBatchServer(api)
+    api.route = lambda seen, answer=api.route: (
+        json_answer(200, {"id": "b1", "status": "completed"}) if seen.path.endswith("/cancel") else answer(seen)
+    )
+
+    def interrupted(*args: object, **kwargs: object) -> dict:
+        raise KeyboardInterrupt  # Ctrl-C while the batch runs
+
+    monkeypatch.setattr(BackdropClient, "wait_batch", interrupted)
+    photo = tmp_path / "p.png"
+    photo.write_bytes(small_png((40, 40), 0))
+    with pytest.raises(KeyboardInterrupt):
+        replace_remote((photo,), server=api.url, api_key="k", values={}, output=tmp_path / "out", keep=keep)
+    after_submit = [(s.method, s.path) for s in api.seen][1:]
+    assert after_submit == ([("POST", "/v1/batches/b1/cancel")] if keep else [("DELETE", "/v1/batches/b1")])
 
 
 def test_cli_remote_mode_checks_options_before_sending(api: FakeServer, tmp_path: Path) -> None:

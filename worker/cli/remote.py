@@ -132,9 +132,12 @@ def _run_batch(
 
         try:
             client.wait_batch(batch_id, timeout=BATCH_TIMEOUT_SECONDS, on_progress=progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # nothing of it is wanted any more: deleted (or only canceled, when kept)
             with suppress(ApiError, OSError):
-                client.cancel_batch(batch_id)
+                if keep:
+                    client.cancel_batch(batch_id)
+                else:
+                    client.delete_batch(batch_id)
             raise
 
     remote_jobs = list(client.iter_batch_jobs(batch_id))
