@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -230,39 +231,59 @@ class _CountingConnection(redis.Connection):
         super().send_packed_command(command, check_health)
 
 
-@pytest.mark.parametrize("how", ["withdraw", "cancel_unfinished"])
-def test_a_large_batch_is_canceled_in_a_few_round_trips(redis_url: str, how: str, tmp_path: Path) -> None:
-    counting = redis.Redis(
+@pytest.fixture
+def counting(redis_url: str) -> Iterator[redis.Redis]:
+    """A client whose requests are counted in ``_CountingConnection.sent``."""
+    client = redis.Redis(
         connection_pool=redis.ConnectionPool.from_url(
             redis_url, decode_responses=True, connection_class=_CountingConnection
         )
     )
-    try:
-        jobs = JobStore(counting, 600)
-        batches = BatchStore(counting, jobs)
-        batch = batches.create("owner", 1200)
-        members = [new_job(jobs, batch_id=batch.id) for _ in range(1200)]
-        batches.add_jobs(batch, [job.id for job in members] + ["0123456789abcdef0123456789abcdef"])
-        jobs.start(members[7].id)
-        jobs.succeed(members[7].id, {})
-        jobs.fail(members[900].id, "corrupt_image", "no")
-        jobs.start(members[3].id)
-        _CountingConnection.sent = 0
-        storage = _storage(tmp_path)
-        canceled = batches.withdraw(batch.id, storage) if how == "withdraw" else batches.cancel_unfinished(batch.id)
-        round_trips = _CountingConnection.sent
-        assert canceled == 1198
-        # One job at a time was 1,200 round trips; a few script calls of hundreds of jobs each is what it takes.
-        assert round_trips <= 10
-        statuses = [jobs.get(job.id).status for job in members]
-        assert statuses[7] is JobStatus.SUCCEEDED and statuses[900] is JobStatus.FAILED
-        assert statuses.count(JobStatus.CANCELED) == 1198
-        if how == "withdraw":
-            assert batches.get(batch.id) is None
-        else:
-            assert batches.counts(batch.id).canceled == 1198 and batches.finished(batch)
-    finally:
-        counting.close()
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("how", ["withdraw", "cancel_unfinished"])
+def test_a_large_batch_is_canceled_in_a_few_round_trips(counting: redis.Redis, how: str, tmp_path: Path) -> None:
+    jobs = JobStore(counting, 600)
+    batches = BatchStore(counting, jobs)
+    batch = batches.create("owner", 1200)
+    members = [new_job(jobs, batch_id=batch.id) for _ in range(1200)]
+    batches.add_jobs(batch, [job.id for job in members] + ["0123456789abcdef0123456789abcdef"])
+    jobs.start(members[7].id)
+    jobs.succeed(members[7].id, {})
+    jobs.fail(members[900].id, "corrupt_image", "no")
+    jobs.start(members[3].id)
+    _CountingConnection.sent = 0
+    storage = _storage(tmp_path)
+    canceled = batches.withdraw(batch.id, storage) if how == "withdraw" else batches.cancel_unfinished(batch.id)
+    round_trips = _CountingConnection.sent
+    assert canceled == 1198
+    # One job at a time was 1,200 round trips; a few script calls of hundreds of jobs each is what it takes.
+    assert round_trips <= 10
+    statuses = [jobs.get(job.id).status for job in members]
+    assert statuses[7] is JobStatus.SUCCEEDED and statuses[900] is JobStatus.FAILED
+    assert statuses.count(JobStatus.CANCELED) == 1198
+    if how == "withdraw":
+        assert batches.get(batch.id) is None
+    else:
+        assert batches.counts(batch.id).canceled == 1198 and batches.finished(batch)
+
+
+def test_a_large_batch_is_deleted_in_a_few_round_trips(counting: redis.Redis, tmp_path: Path) -> None:
+    jobs = JobStore(counting, 600)
+    batches = BatchStore(counting, jobs)
+    batch = batches.create("owner", 1200)
+    members = [new_job(jobs, owner="owner", batch_id=batch.id) for _ in range(1200)]
+    batches.add_jobs(batch, [job.id for job in members])
+    jobs.start(members[7].id)
+    jobs.succeed(members[7].id, {})
+    _CountingConnection.sent = 0
+    batches.erase(batch, _storage(tmp_path))
+    # Canceling, reading the records for their objects, deleting the records: a few requests each.
+    assert _CountingConnection.sent <= 12
+    assert [job.id for job in members if jobs.get(job.id) is not None] == []
+    assert jobs.pending_count("owner") == 0 and batches.get(batch.id) is None and batches.job_ids(batch.id) == []
 
 
 def test_canceling_a_batch_leaves_a_damaged_record_as_it_is(batches: BatchStore, jobs: JobStore) -> None:
