@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from common.client import encode_multipart
+from common.storage import input_key, result_key
 from tests.integration.stack import Stack
 from tests.integration.test_service import BLUE, decode_png, rgba_photo
 
@@ -66,6 +67,13 @@ def test_batch_of_50_with_pages_and_zip(stack_factory: Callable[..., Stack]) -> 
             pixels = decode_png(zipped.read(names[i]))
             assert pixels.shape == (80, 64, 3)
             assert np.all(pixels[:, : 2 + i % 20] == BLUE)  # its own photo, in submission order
+
+    # Deleted, over S3: the 50 photos and composites go with it, in DeleteObjects requests.
+    assert stack.storage.exists(input_key(order[0])) and stack.storage.exists(result_key(order[0], "composite.png"))
+    assert stack.request("DELETE", f"/v1/batches/{batch['id']}").status == 204
+    assert stack.request("GET", f"/v1/batches/{batch['id']}").status == 404
+    assert stack.request("GET", f"/v1/jobs/{order[0]}").status == 404
+    assert [stack.storage.delete_prefix(prefix) for prefix in ("inputs/", "results/")] == [0, 0]  # nothing left
 
 
 def test_batch_by_url_and_key_validation(stack_factory: Callable[..., Stack]) -> None:
