@@ -71,8 +71,13 @@ class Upload:
         api.storage.put_file(key, self.stream, "application/octet-stream")
 
     def digest(self) -> bytes:
-        self.stream.seek(0)
-        return hashlib.file_digest(self.stream, "sha256").digest()
+        return _sha256(self.stream)
+
+
+def _sha256(stream: BinaryIO) -> bytes:
+    """The SHA-256 of a spooled upload's bytes, read from its start in chunks."""
+    stream.seek(0)
+    return hashlib.file_digest(stream, "sha256").digest()
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,7 @@ def batch_requests_from_uploads(form: Any, api: ApiContext) -> list[JobRequest]:
         try:
             found.append(JobRequest(options, read_upload(upload, "images", api)))
         except InvalidInput as exc:
-            upload.stream.seek(0)
-            digest = hashlib.file_digest(upload.stream, "sha256").digest()
-            found.append(JobRequest(options, refused=exc, refused_digest=digest))
+            found.append(JobRequest(options, refused=exc, refused_digest=_sha256(upload.stream)))
     return found
 
 
