@@ -137,7 +137,7 @@ class BatchStore:
         its jobs runs (a worker skips a canceled job, and discards the results of one it was running), no
         webhook fires and no photo waits for the retention sweep: its client was never told its id. A
         client's own upload that the request named stays. Returns how many jobs were canceled."""
-        canceled, stored = self._cancel_and_list_objects(batch_id)
+        canceled, stored, _ = self._cancel_and_list_objects(batch_id)
         try:
             storage.delete_many(stored)
         except StorageError as exc:
@@ -150,20 +150,22 @@ class BatchStore:
         worker discards the results of one it was running), the objects stored for its jobs deleted as
         ``withdraw`` does, then its jobs' records and its own. A ``StorageError`` stops it before any
         record is deleted, so that nothing is lost track of and the same request again finishes it."""
-        _, stored = self._cancel_and_list_objects(batch.id)
+        _, stored, pages = self._cancel_and_list_objects(batch.id)
         storage.delete_many(stored)
-        for job_ids in self._id_pages(batch.id):
+        for job_ids in pages:
             self.jobs.delete_many(job_ids, batch.owner)
         self.delete(batch.id)
 
-    def _cancel_and_list_objects(self, batch_id: str) -> tuple[int, list[str]]:
-        """Cancel the batch's unfinished jobs, page by page, and list the objects stored for them."""
+    def _cancel_and_list_objects(self, batch_id: str) -> tuple[int, list[str], list[list[str]]]:
+        """Cancel the batch's unfinished jobs, page by page, and list the objects stored for them.
+        Returns how many were canceled, the objects' keys, and the pages of job ids read."""
         canceled = 0
         stored: list[str] = []
-        for job_ids in self._id_pages(batch_id):
+        pages = list(self._id_pages(batch_id))
+        for job_ids in pages:
             canceled += self.jobs.cancel_many(job_ids)
             stored.extend(self._stored_objects(job_ids))
-        return canceled, stored
+        return canceled, stored, pages
 
     def cancel_unfinished(self, batch_id: str) -> int:
         """Cancel every job of the batch still queued or processing, a few hundred jobs to a round trip.
