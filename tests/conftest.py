@@ -12,7 +12,7 @@ import redis
 
 from common.jobs import InputInfo, JobStore, ResultInfo, new_job_id
 from common.options import JobOptions
-from common.storage import Storage, input_key, result_key
+from common.storage import LocalStorage, Storage, input_key, result_key
 from worker.embedded import free_port, start_redis
 
 pytest_plugins = ["tests.silent_server"]  # its fixture, for every folder
@@ -145,6 +145,11 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Callable[[object, str], list[tu
         return calls
 
     return wrap
+
+
+def local_storage(root: Path) -> LocalStorage:
+    """Local storage under ``root / "storage"`` for a store or worker run in the test's own process."""
+    return LocalStorage(root / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
 
 
 def batch_job(jobs: JobStore, owner: str, batch_id: str) -> str:

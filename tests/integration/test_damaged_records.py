@@ -20,7 +20,8 @@ from common.jobs import InputInfo, JobStatus, new_job_id
 from common.options import JobOptions
 from common.queue import BATCH_QUEUE, jobs_in_broker, make_celery
 from common.settings import Settings
-from common.storage import LocalStorage, input_key
+from common.storage import input_key
+from tests.conftest import local_storage
 from worker.processing import process_job
 from worker.reconciler import Reconciler
 from worker.runtime import ModelRunner
@@ -36,7 +37,7 @@ def runner(official_format_checkpoint: Path) -> ModelRunner:
 def service(redis_url: str, runner: ModelRunner, tmp_path: Path) -> Iterator[WorkerService]:
     settings = Settings(redis_url=redis_url, data_dir=tmp_path, inference_ref_size=64, max_delay_ms=0)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
+    storage = local_storage(tmp_path)
     svc = WorkerService(settings, runner, storage, client)
     yield svc
     svc.close()

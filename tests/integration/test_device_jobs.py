@@ -22,7 +22,8 @@ from common.jobs import InputInfo, JobStatus, new_job_id
 from common.options import JobOptions
 from common.pipeline import RenderedOutputs, replace_photo
 from common.settings import Settings
-from common.storage import LocalStorage, input_key
+from common.storage import input_key
+from tests.conftest import local_storage
 from worker.device_pipeline import DevicePipeline, RenderedPhoto
 from worker.processing import process_job
 from worker.runtime import ModelRunner
@@ -43,7 +44,7 @@ def device_service(settings: Settings, runner: ModelRunner, tmp_path: Path) -> W
     """A worker service on real Redis and local storage; its device pipeline runs on the CPU when the
     caller has set aside ``DevicePipeline.for_runner``'s CUDA condition."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
+    storage = local_storage(tmp_path)
     return WorkerService(settings, runner, storage, client)
 
 

@@ -22,7 +22,8 @@ from common.jobs import InputInfo, Job, JobStore, new_job_id
 from common.options import JobOptions
 from common.queue import INTERACTIVE_QUEUE, jobs_in_broker, make_celery, send_job
 from common.settings import Settings
-from common.storage import LocalStorage, input_key
+from common.storage import input_key
+from tests.conftest import local_storage
 from tests.integration.stack import Stack, http, multipart
 from tests.integration.test_service import rgba_photo
 from tests.silent_server import SilentServer
@@ -134,7 +135,7 @@ def test_the_reconciler_enqueues_only_stale_jobs_without_a_message(redis_url: st
     jobs.cancel(canceled)
     old = time.time() - 60
     client.zadd(keyspace.PENDING_SINCE, {job_id: old for job_id in (waiting, lost, spent)})
-    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1:9/", secret=b"k" * 32)
+    storage = local_storage(tmp_path)
     events = JobEvents(None, jobs, BatchStore(client, jobs))
     reconciler = Reconciler(client, jobs, events, storage, celery, settings)
     try:
@@ -226,7 +227,7 @@ def test_a_job_meeting_a_redis_crash_waits_in_its_worker_and_never_retries_throu
     through the dead broker, and Celery drops the message when that publish fails."""
     settings = Settings(redis_url=aof_redis.url, data_dir=tmp_path, inference_ref_size=64, max_delay_ms=0)
     client = redis.Redis.from_url(aof_redis.url, decode_responses=True)
-    storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
+    storage = local_storage(tmp_path)
     svc = WorkerService(settings, ModelRunner.load(official_format_checkpoint, "cpu", threads=1), storage, client)
     monkeypatch.setattr(celery_app, "_service", svc)
     retried: list[BaseException | None] = []

@@ -31,7 +31,8 @@ from common.jobs import InputInfo, JobStatus, new_job_id
 from common.options import JobOptions
 from common.pipeline import job_peak_bytes
 from common.settings import Settings
-from common.storage import LocalStorage, input_key
+from common.storage import input_key
+from tests.conftest import local_storage
 from worker.batcher import BatchReason
 from worker.processing import process_job
 from worker.runtime import ModelRunner
@@ -99,7 +100,7 @@ def make_service(redis_url: str, runner: ModelRunner, tmp_path: Path) -> Iterato
             max_delay_ms=delay_ms,
             worker_memory_budget_mb=budget_mb,
         )
-        storage = LocalStorage(tmp_path / "storage", base_url="http://127.0.0.1", secret=b"k" * 32)
+        storage = local_storage(tmp_path)
         client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         services.append(WorkerService(settings, runner, storage, client))
         return services[-1]

@@ -13,9 +13,10 @@ import redis
 from common import keyspace
 from common.batches import BatchCounts, BatchStore, WithdrawnBatch
 from common.errors import StorageError
-from common.jobs import InputInfo, Job, JobStatus, JobStore, ResultInfo, TransitionRefused, new_job_id
+from common.jobs import InputInfo, Job, JobStatus, JobStore, TransitionRefused, new_job_id
 from common.options import JobOptions
 from common.storage import LocalStorage, background_key, input_key, result_key, upload_key
+from tests.conftest import local_storage, succeed_with_composite
 from tests.stores.conftest import new_job
 
 
@@ -143,14 +144,10 @@ def test_withdraw_cancels_the_unfinished_jobs_and_deletes_the_batch(
     done, waiting = new_job(jobs, batch_id=batch.id), new_job(jobs, batch_id=batch.id)
     batches.add_jobs(batch, [done.id, waiting.id, "0123456789abcdef0123456789abcdef"])  # the last has no record
     jobs.fail(done.id, "corrupt_image", "no")
-    assert batches.withdraw(batch.id, _storage(tmp_path)) == 1
+    assert batches.withdraw(batch.id, local_storage(tmp_path)) == 1
     assert jobs.get(waiting.id).status is JobStatus.CANCELED and jobs.get(done.id).status is JobStatus.FAILED
     assert batches.get(batch.id) is None and batches.job_ids(batch.id) == []
     assert batches.take_stalled(time.time() + 1, 10) == []
-
-
-def _storage(root: Path) -> LocalStorage:
-    return LocalStorage(root / "storage", base_url="http://127.0.0.1:9/", secret=b"k" * 32)
 
 
 def _stored_job(jobs: JobStore, storage: LocalStorage, batch_id: str | None, *, upload: str | None = None) -> Job:
@@ -167,23 +164,16 @@ def _stored_job(jobs: JobStore, storage: LocalStorage, batch_id: str | None, *, 
     )
 
 
-def _succeed_with_a_result(jobs: JobStore, storage: LocalStorage, job: Job) -> str:
-    key = result_key(job.id, "composite.jpg")
-    storage.put(key, b"composite", "image/jpeg")
-    jobs.start(job.id)
-    result = ResultInfo(key=key, format="jpeg", media_type="image/jpeg", bytes=9, width=4, height=3)
-    assert jobs.succeed(job.id, {"composite": result})
-    return key
-
-
 def test_withdraw_deletes_what_the_batch_stored_but_not_the_clients_uploads(
     batches: BatchStore, jobs: JobStore, tmp_path: Path
 ) -> None:
-    storage = _storage(tmp_path)
+    storage = local_storage(tmp_path)
     batch = batches.create("owner", 3)
     queued = _stored_job(jobs, storage, batch.id)
     done = _stored_job(jobs, storage, batch.id)
-    result = _succeed_with_a_result(jobs, storage, done)
+    succeed_with_composite(jobs, storage, done.id, b"composite")
+    result = result_key(done.id, "composite.jpg")
+    assert jobs.get(done.id).status is JobStatus.SUCCEEDED
     uploaded = _stored_job(jobs, storage, batch.id, upload=upload_key("owner", "photo.png"))
     other = _stored_job(jobs, storage, None)  # another request's job, in no batch
     batches.add_jobs(batch, [queued.id, done.id, uploaded.id])
@@ -204,7 +194,7 @@ def test_a_storage_failure_leaves_the_objects_to_retention_and_still_withdraws(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    storage = _storage(tmp_path)
+    storage = local_storage(tmp_path)
     batch = batches.create("owner", 1)
     queued = _stored_job(jobs, storage, batch.id)
     batches.add_jobs(batch, [queued.id])
@@ -255,7 +245,7 @@ def test_a_large_batch_is_canceled_in_a_few_round_trips(counting: redis.Redis, h
     jobs.fail(members[900].id, "corrupt_image", "no")
     jobs.start(members[3].id)
     _CountingConnection.sent = 0
-    storage = _storage(tmp_path)
+    storage = local_storage(tmp_path)
     canceled = batches.withdraw(batch.id, storage) if how == "withdraw" else batches.cancel_unfinished(batch.id)
     round_trips = _CountingConnection.sent
     assert canceled == 1198
@@ -279,7 +269,7 @@ def test_a_large_batch_is_deleted_in_a_few_round_trips(counting: redis.Redis, tm
     jobs.start(members[7].id)
     jobs.succeed(members[7].id, {})
     _CountingConnection.sent = 0
-    batches.erase(batch, _storage(tmp_path))
+    batches.erase(batch, local_storage(tmp_path))
     # Canceling, reading the records for their objects, deleting the records: a few requests each.
     assert _CountingConnection.sent <= 12
     assert [job.id for job in members if jobs.get(job.id) is not None] == []
