@@ -88,7 +88,7 @@ class JobRequest:
     image: Upload | None = None
     image_url: str | None = None
     background_image: Upload | None = None
-    source_key: str | None = None  # an object of the caller's uploads, instead of an upload or a URL
+    source_key: str | None = None  # one of the caller's uploads, copied to the job's input when accepted
     refused: InvalidInput | None = None  # a batch item that failed validation: recorded as a failed job
     refused_digest: bytes = b""  # a refused upload's SHA-256 (its bytes are not kept), for Idempotency-Key
 
@@ -220,7 +220,7 @@ def enqueue_job(
     try:
         api.jobs.insert(job, max_pending=max_pending)
     except TooManyPending:
-        _delete_uploads(api, request, job)  # the refused job's upload must not linger until retention
+        _delete_uploads(api, job)  # the refused job's upload must not linger until retention
         raise
     except JobExists:
         existing = api.jobs.get(job.id)
@@ -277,8 +277,8 @@ def _write_batch_jobs(
 ) -> None:
     """The chunks of a batch, one after another; within a chunk the photos are stored
     ``STORAGE_REQUESTS_AT_ONCE`` at a time, then the records written, then the messages sent."""
-    uploads = sum(request.image is not None or request.background_image is not None for request in requests)
-    # Nothing to store (image URLs, bucket keys): the records are made in this thread.
+    uploads = sum(_stores_objects(request) for request in requests)
+    # Nothing to store (image URLs): the records are made in this thread.
     pool = (
         ThreadPoolExecutor(min(STORAGE_REQUESTS_AT_ONCE, uploads), thread_name_prefix="batch-store")
         if uploads
@@ -331,10 +331,18 @@ def withdraw_batch(api: ApiContext, batch: Batch) -> None:
 
 
 def _stored_record(api: ApiContext, owner: str, request: JobRequest, job_id: str, batch_id: str | None = None) -> Job:
-    """The request's uploads stored under the job's keys, and its record, not written yet."""
-    key = request.source_key or input_key(job_id)
-    if request.image is not None and request.refused is None:
-        request.image.store(api, key)
+    """The request's uploads stored under the job's keys, and its record, not written yet. A named
+    upload is copied: the job's photo is then the one checked, whatever becomes of the upload, and is
+    retained from the job's acceptance, not from the upload's own time."""
+    key = input_key(job_id)
+    if request.refused is None:
+        if request.image is not None:
+            request.image.store(api, key)
+        elif request.source_key is not None:
+            try:
+                api.storage.copy(request.source_key, key)
+            except ObjectNotFound:
+                raise NotFound(f"{request.source_key} was deleted while the batch was written") from None
     background = None
     if request.background_image is not None:
         background = background_key(job_id)
@@ -357,8 +365,17 @@ def _stored_record(api: ApiContext, owner: str, request: JobRequest, job_id: str
     )
 
 
-def _delete_uploads(api: ApiContext, request: JobRequest, job: Job) -> None:
-    for stored in (job.input_key if request.source_key is None else None, job.background_image_key):
+def _stores_objects(request: JobRequest) -> bool:
+    """Whether the job's acceptance writes to storage: an upload to store, or a named one to copy."""
+    return (
+        request.image is not None
+        or request.background_image is not None
+        or (request.source_key is not None and request.refused is None)
+    )
+
+
+def _delete_uploads(api: ApiContext, job: Job) -> None:
+    for stored in (job.input_key, job.background_image_key):
         if stored is not None:
             api.storage.delete(stored)
 

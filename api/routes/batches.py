@@ -147,8 +147,9 @@ def cancel_batch(path: BatchPath) -> Response:
 )
 def delete_batch(path: BatchPath) -> tuple[str, int]:
     """Delete a batch: cancel its unfinished jobs, then remove every job's upload, results and record,
-    and the batch. A photo that the batch named by its key (`POST /v1/uploads`) is the caller's own and
-    stays. When the storage fails (503), no record is deleted yet: the same request again finishes it."""
+    and the batch. An upload that the batch named by its key (`POST /v1/uploads`) is the caller's own and
+    stays (its jobs ran on copies of it). When the storage fails (503), no record is deleted yet: the same
+    request again finishes it."""
     api = ctx()
     api.batches.erase(owned_batch(api, path.batch_id), api.storage)
     return "", 204

@@ -70,6 +70,12 @@ class Storage(ABC):
         into memory), replacing any previous object atomically; returns the bytes stored."""
 
     @abstractmethod
+    def copy(self, source: str, key: str) -> None:
+        """Store a copy of the object under ``source`` under ``key`` (inside the store, not through this
+        process where the backend allows), replacing any previous object atomically; ``ObjectNotFound``
+        when ``source`` is absent. The copy is a new object: its retention counts from now."""
+
+    @abstractmethod
     def get(self, key: str) -> bytes:
         """The bytes under ``key``; ``ObjectNotFound`` when absent."""
 

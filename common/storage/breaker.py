@@ -94,6 +94,9 @@ class GuardedStorage(Storage):
     def put_file(self, key: str, source: BinaryIO, content_type: str) -> int:
         return self._call(self.inner.put_file, key, source, content_type)
 
+    def copy(self, source: str, key: str) -> None:
+        self._call(self.inner.copy, source, key)
+
     def get(self, key: str) -> bytes:
         return self._call(self.inner.get, key)
 

@@ -125,6 +125,23 @@ class LocalStorage(Storage):
             raise StorageError(f"writing {key!r} to {self.root} failed: {exc}") from exc
         return written
 
+    def copy(self, source: str, key: str) -> None:
+        """Read in chunks into a temp file renamed into place: a new file, so its mtime (retention) is now."""
+        source_path = self._object_path(source)
+        target = self._object_path(key)
+        try:
+            stream = source_path.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(f"no object {source!r}") from exc
+        except OSError as exc:
+            raise StorageError(f"reading {source!r} from {self.root} failed: {exc}") from exc
+        try:
+            with stream:
+                self._atomic_write(target, stream)
+            self._atomic_write(self._meta_path(key), json.dumps({"content_type": self.content_type(source)}).encode())
+        except OSError as exc:
+            raise StorageError(f"copying {source!r} to {key!r} in {self.root} failed: {exc}") from exc
+
     def get(self, key: str) -> bytes:
         path = self._object_path(key)
         try:

@@ -3,6 +3,8 @@ own prefix, which a JSON batch then names by key; no key reaches another key's o
 
 from __future__ import annotations
 
+import os
+import time
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from flask import Flask
@@ -10,7 +12,9 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from common.settings import Settings
+from common.storage import input_key
 from tests.app.conftest import png
+from worker.retention import delete_expired
 
 
 def _targets(client: FlaskClient, auth: dict, *sizes: int, content_type: str = "image/png") -> list[dict]:
@@ -43,7 +47,53 @@ def test_upload_then_batch_by_key(app: Flask, client: FlaskClient, auth: dict) -
     batch = client.post("/v1/batches", json={"keys": [target["key"]]}, headers=auth)
     assert batch.status_code == 202, batch.json
     job = api.jobs.get(batch.json["jobs"][0]["id"])
-    assert job.input_key == target["key"] and job.status.value == "queued"
+    assert job.status.value == "queued"
+    assert job.input_key == input_key(job.id) and api.storage.get(job.input_key) == photo  # the job's own copy
+    assert api.storage.get(target["key"]) == photo  # the upload stays the caller's
+
+
+def _age(app: Flask, key: str, seconds_old: float) -> None:
+    """Make the local object under ``key`` look written ``seconds_old`` seconds ago (retention reads mtime)."""
+    server = app.extensions["backdrop"].storage.file_server()
+    assert server is not None  # local storage
+    path = server.open_path(key)
+    then = time.time() - seconds_old
+    os.utime(path, (then, then))
+
+
+def test_an_accepted_job_keeps_its_photo_past_the_uploads_retention(
+    app: Flask, client: FlaskClient, auth: dict
+) -> None:
+    """An upload named a minute before its retention runs out: the sweep after that deletes the upload,
+    not the photo of the job the batch made of it."""
+    api = app.extensions["backdrop"]
+    ttl = api.settings.job_ttl_seconds
+    photo = png(seed=7)
+    (target,) = _targets(client, auth, len(photo))
+    assert _put(client, target["url"], photo) == 201
+    _age(app, target["key"], ttl - 60)
+    batch = client.post("/v1/batches", json={"keys": [target["key"]]}, headers=auth)
+    assert batch.status_code == 202, batch.json
+    _age(app, target["key"], ttl + 1)  # the minute has passed; the job still waits in the queue
+    assert delete_expired(api.storage, api.settings) == 1
+    assert not api.storage.exists(target["key"])
+    job = api.jobs.get(batch.json["jobs"][0]["id"])
+    assert job.status.value == "queued" and api.storage.get(job.input_key) == photo
+
+
+def test_a_job_runs_the_photo_its_batch_was_accepted_with(app: Flask, client: FlaskClient, auth: dict) -> None:
+    """The upload replaced after the batch was accepted (the signed link is still valid, same size and
+    type): the job's photo is the one that was checked, not the replacement."""
+    api = app.extensions["backdrop"]
+    photo = png(seed=8)
+    other = photo[:-20] + bytes(20)  # another photo's bytes, of the same size
+    (target,) = _targets(client, auth, len(photo))
+    assert _put(client, target["url"], photo) == 201
+    batch = client.post("/v1/batches", json={"keys": [target["key"]]}, headers=auth)
+    assert batch.status_code == 202, batch.json
+    assert _put(client, target["url"], other) == 201
+    job = api.jobs.get(batch.json["jobs"][0]["id"])
+    assert api.storage.get(target["key"]) == other and api.storage.get(job.input_key) == photo
 
 
 def test_a_key_reaches_only_its_own_uploads(app: Flask, client: FlaskClient, auth: dict) -> None:

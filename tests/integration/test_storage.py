@@ -149,6 +149,35 @@ def test_delete_many_removes_exactly_those_keys(storage: Storage) -> None:
     assert storage.exists(input_key("job-b"))  # every key is checked before anything is deleted
 
 
+def test_copy_is_a_new_object_with_the_source_bytes(storage: Storage) -> None:
+    data = bytes(range(256)) * 64
+    storage.put("uploads/owner/photo", data, "image/png")
+    storage.put(input_key("job-a"), b"an older photo", "image/jpeg")
+    time.sleep(1.2)  # S3's LastModified counts whole seconds
+    cutoff = float(int(time.time()))  # after the source was written, at or before the copy
+    storage.copy("uploads/owner/photo", input_key("job-a"))
+    assert storage.get(input_key("job-a")) == data and storage.get("uploads/owner/photo") == data
+    server = storage.file_server()
+    if server is None:  # S3: the bucket serves its own URLs, with the type the object was stored with
+        body, headers = download(storage.url(input_key("job-a"), expires_in=60))
+        assert body == data
+        content_type = headers["Content-Type"]
+    else:
+        content_type = server.content_type(input_key("job-a"))
+    assert content_type == "image/png"  # the source's, not the replaced object's
+    # Retention reads the copy's own time: the source is older than the cut-off, the copy is not.
+    assert storage.delete_prefix("uploads/", older_than=cutoff) == 1
+    assert storage.delete_prefix("inputs/", older_than=cutoff) == 0
+    assert storage.get(input_key("job-a")) == data
+    with pytest.raises(ObjectNotFound):
+        storage.copy("uploads/owner/photo", input_key("job-b"))
+    assert not storage.exists(input_key("job-b"))
+    with pytest.raises(ValueError):
+        storage.copy("../escape", input_key("job-b"))
+    with pytest.raises(ValueError):
+        storage.copy(input_key("job-a"), "../escape")
+
+
 def test_url_is_a_time_limited_download_link(storage: Storage) -> None:
     key = result_key("job1", "composite.jpg")
     storage.put(key, b"jpeg bytes", "image/jpeg")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from common.imaging import decode_image
+from common.storage import input_key
 from tests.integration.stack import Stack, http
 from tests.integration.test_batches import wait_batch
 from tests.integration.test_service import rgba_photo
@@ -59,6 +60,7 @@ def test_upload_through_a_presigned_url_then_batch_by_key(s3: Stack) -> None:
         cutout = s3.download(job["results"]["cutout"]["url"])
         rgba = decode_image(cutout.body, max_pixels=10**7, min_side=1).alpha
         assert rgba is not None and np.all(rgba[:, : 10 + index] == 0)  # the upload's own transparent columns
+        assert s3.storage.get(input_key(job["id"])) == photos[index]  # the job's copy, made in the bucket
     missing = f"uploads/{owner}/never-uploaded.png"
     status, refused = _json(s3, "/v1/batches", {"keys": [keys[0], missing, keys[1]]})
     assert status == 404 and "keys[1]" in refused["error"]["message"], refused
