@@ -24,7 +24,7 @@ import redis
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 from redis.lock import Lock
-from werkzeug.datastructures import FileStorage
+from werkzeug.datastructures import FileStorage, MultiDict
 
 from api.context import ApiContext
 from common import keyspace
@@ -93,12 +93,19 @@ class JobRequest:
     refused_digest: bytes = b""  # a refused upload's SHA-256 (its bytes are not kept), for Idempotency-Key
 
 
+def _file_part(upload: object, field: str) -> FileStorage:
+    """``upload`` when it is a file part; a text field of that name is refused, not read as a photo."""
+    if upload is None:
+        raise InvalidInput(f"missing the multipart file field {field!r}")
+    if not isinstance(upload, FileStorage):
+        raise InvalidInput(f"{field!r} must be a file part (with a filename), not a text field")
+    return upload
+
+
 def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> Upload:
     """An uploaded image and what its header says (read from the spool, only as far as the header
     goes); refused when too large or not an image."""
-    if upload is None:
-        raise InvalidInput(f"missing the multipart file field {field!r}")
-    stream = upload.stream
+    stream = _file_part(upload, field).stream
     size = stream.seek(0, io.SEEK_END)
     if size > api.settings.max_upload_bytes:
         raise ImageTooLarge(f"{field} is larger than {api.settings.max_upload_bytes} bytes")
@@ -119,8 +126,12 @@ def options_of(form: BaseModel, surface: Surface, *, has_background_image: bool 
     return JobOptions.parse(values, surface)
 
 
-def job_request(form: Any, api: ApiContext) -> JobRequest:
-    """The request of ``POST /v1/jobs`` from its validated form: exactly one photo, valid options."""
+def job_request(form: Any, api: ApiContext, files: MultiDict[str, FileStorage]) -> JobRequest:
+    """The request of ``POST /v1/jobs`` from its validated form: exactly one photo, valid options.
+    ``files``: the request's file parts, where a second photo or background would go unseen in ``form``."""
+    for field in ("image", "background_image"):
+        if len(files.getlist(field)) > 1:
+            raise InvalidInput(f"send one {field!r} file, not {len(files.getlist(field))}")
     image_url = form.image_url or None
     if (form.image is None) == (image_url is None):
         raise InvalidInput("send exactly one of: an 'image' file, or an 'image_url' field")
@@ -130,11 +141,15 @@ def job_request(form: Any, api: ApiContext) -> JobRequest:
     return JobRequest(options, image, check_url(image_url) if image_url else None, background_image=background)
 
 
-def batch_requests_from_uploads(form: Any, api: ApiContext) -> list[JobRequest]:
-    """One request per ``images`` file; a photo that is not an image (or too large or small) fails alone."""
+def batch_requests_from_uploads(form: Any, api: ApiContext, texts: MultiDict[str, str]) -> list[JobRequest]:
+    """One request per ``images`` file; a photo that is not an image (or too large or small) fails alone.
+    ``texts``: the request's text fields, where an ``images`` part sent as text would go unseen in ``form``."""
+    if texts.getlist("images"):  # the request's fault, not one bad photo's
+        raise InvalidInput("every 'images' part must be a file part (with a filename), not a text field")
     options = options_of(form, Surface.BATCH)
+    uploads = [_file_part(upload, "images") for upload in form.images]
     found = []
-    for upload in form.images:
+    for upload in uploads:
         try:
             found.append(JobRequest(options, read_upload(upload, "images", api)))
         except InvalidInput as exc:
@@ -572,9 +587,13 @@ def _release(writer: Lock) -> None:
 
 
 def requested_wait(api: ApiContext, prefer: str) -> int | None:
-    """N of a ``Prefer: wait=N`` header, capped at the configured maximum."""
+    """N of a ``Prefer: wait=N`` header, capped at the configured maximum (read without ``int`` of all
+    its digits: thousands of them are still only the longest wait)."""
     match = _WAIT.search(prefer)
-    return min(int(match.group(1)), api.settings.max_wait_seconds) if match else None
+    if match is None:
+        return None
+    digits = match.group(1).lstrip("0") or "0"
+    return min(int(digits) if len(digits) <= 6 else api.settings.max_wait_seconds, api.settings.max_wait_seconds)
 
 
 WAIT_POLL_SECONDS = 0.1

@@ -125,7 +125,8 @@ def _paper(value: Any) -> Any:
     return get_paper(value).id if isinstance(value, str) and value.strip() else value or None
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[x×]\s*(\d+(?:\.\d+)?)\s*(mm|px)\s*$", re.IGNORECASE)
+# At most 5 digits before the point: a side of 100,000 px or mm is no photo (and 400 digits are infinity).
+_SIZE = re.compile(r"^\s*(\d{1,5}(?:\.\d+)?)\s*[x×]\s*(\d{1,5}(?:\.\d+)?)\s*(mm|px)\s*$", re.IGNORECASE)
 _RATIO_RANGE = re.compile(r"^\s*(0?\.\d+|1(?:\.0*)?)\s*(?:-\s*(0?\.\d+|1(?:\.0*)?)\s*)?$")
 
 
@@ -219,12 +220,18 @@ class JobOptions(BaseModel):
     ] = None
     max_kb: Annotated[
         float | None,
-        Field(gt=0, description="ID photos: the highest JPEG quality whose file fits in this many KB"),
+        Field(
+            gt=0, allow_inf_nan=False, description="ID photos: the highest JPEG quality whose file fits in this many KB"
+        ),
         Exposure(surfaces=ID_PHOTO),
     ] = None
     min_kb: Annotated[
         float | None,
-        Field(gt=0, description="ID photos: a file of at least this many KB (met by quality, never padding)"),
+        Field(
+            gt=0,
+            allow_inf_nan=False,
+            description="ID photos: a file of at least this many KB (met by quality, never padding)",
+        ),
         Exposure(surfaces=ID_PHOTO),
     ] = None
     sheet: Annotated[

@@ -98,7 +98,7 @@ def create_batch(form: BatchForm, header: BatchHeaders) -> Response:  # type: ig
             raise InvalidOption(describe_validation_error(exc)) from None
         job_requests = submissions.batch_requests_from_json(body, api, current_owner())
     else:
-        job_requests = submissions.batch_requests_from_uploads(form, api)
+        job_requests = submissions.batch_requests_from_uploads(form, api, request.form)
     key = idempotency_key(header.idempotency_key)
     batch, replayed = submissions.submit_batch(api, current_owner(), job_requests, key)
     response = view(api, batch, 1, MAX_PAGE_SIZE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import suppress
 
 from flask import Response, g, jsonify, url_for
+from flask import request as flask_request
 from flask_openapi3 import APIBlueprint, Tag
 
 from api import submissions
@@ -103,7 +104,7 @@ def create_job(form: JobForm, header: JobHeaders) -> Response:  # type: ignore[v
     (or the request is an idempotent replay of a finished job)."""
     api = ctx()
     owner = current_owner()
-    request = submissions.job_request(form, api)
+    request = submissions.job_request(form, api, flask_request.files)
     key = idempotency_key(header.idempotency_key)
     body_hash = submissions.fingerprint(request) if key else ""
     # The key is reserved, with the job's id, before anything of the job is written.

@@ -68,3 +68,69 @@ def test_a_long_url_is_414_in_the_api_format(client: FlaskClient, auth: dict) ->
     response = client.get("/v1/jobs/" + "a" * 5000, headers=auth)
     assert (response.status_code, response.json["error"]["code"]) == (414, "uri_too_long")
     assert client.get("/v1/jobs/" + "a" * 32, headers=auth).status_code == 404
+
+
+def test_a_huge_prefer_wait_is_capped_not_a_500(app: Flask, client: FlaskClient, auth: dict) -> None:
+    """A wait of 5,000 digits (past Python's int-parsing limit) is the longest wait, as any N above it."""
+    data = {"image": (io.BytesIO(png()), "p.png")}
+    headers = {**auth, "Prefer": "wait=" + "9" * 5000}
+    api = app.extensions["backdrop"]
+    api.settings = api.settings.model_copy(update={"max_wait_seconds": 1})
+    response = client.post("/v1/jobs", data=data, headers=headers, content_type="multipart/form-data")
+    assert response.status_code == 202, response.json
+    assert response.headers["Preference-Applied"] == "wait=1"
+
+
+@pytest.mark.parametrize("field", ["image", "background_image"])
+def test_a_text_part_where_a_file_belongs_is_a_400(client: FlaskClient, auth: dict, field: str) -> None:
+    data: dict = {"image": (io.BytesIO(png()), "p.png"), "background": "image"}
+    data[field] = "not a file"
+    if field == "image":
+        data["background_image"] = (io.BytesIO(png(seed=1)), "b.png")
+    response = client.post("/v1/jobs", data=data, headers=auth, content_type="multipart/form-data")
+    assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_input"), response.json
+    assert field in response.json["error"]["message"]
+
+
+@pytest.mark.parametrize("field", ["image", "background_image"])
+def test_two_files_in_a_one_file_field_are_a_400(client: FlaskClient, auth: dict, app: Flask, field: str) -> None:
+    data: dict = {"image": (io.BytesIO(png()), "p.png"), "background_image": (io.BytesIO(png(seed=1)), "b.png")}
+    data[field] = [(io.BytesIO(png(seed=2)), "one.png"), (io.BytesIO(png(seed=3)), "two.png")]
+    data["background"] = "image"
+    response = client.post("/v1/jobs", data=data, headers=auth, content_type="multipart/form-data")
+    assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_input"), response.json
+    assert field in response.json["error"]["message"]
+    assert app.extensions["backdrop"].redis.keys("backdrop:job:*") == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"id_spec": "custom", "custom_size": "1" + "0" * 400 + "x10px"},
+        {"id_spec": "custom", "custom_size": "35x" + "9" * 400 + "mm"},
+        {"id_spec": "icao-35x45", "max_kb": "inf"},
+        {"id_spec": "icao-35x45", "min_kb": "nan"},
+        {"id_spec": "icao-35x45", "max_kb": "1e999"},
+    ],
+)
+def test_numbers_out_of_every_range_are_invalid_options(client: FlaskClient, auth: dict, options: dict) -> None:
+    for body in (
+        {"image": (io.BytesIO(png()), "p.png"), **options},
+        None,  # the same options in a JSON batch
+    ):
+        if body is None:
+            response = client.post(
+                "/v1/batches", json={"image_urls": ["https://127.0.0.1/a.jpg"], "options": options}, headers=auth
+            )
+        else:
+            response = client.post("/v1/jobs", data=body, headers=auth, content_type="multipart/form-data")
+        assert response.status_code in (400, 422), (options, response.status_code, response.data[:300])
+        assert response.json["error"]["code"] in ("invalid_option", "invalid_spec"), response.json
+
+
+def test_a_text_part_among_a_batchs_images_is_a_400(client: FlaskClient, auth: dict, app: Flask) -> None:
+    data = {"images": [(io.BytesIO(png()), "p.png"), "not a file"]}
+    response = client.post("/v1/batches", data=data, headers=auth, content_type="multipart/form-data")
+    assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_input"), response.json
+    assert "images" in response.json["error"]["message"]
+    assert app.extensions["backdrop"].redis.keys("backdrop:batch:*") == []
