@@ -18,7 +18,9 @@ PENDING = PREFIX + "pending:{owner}"  # set: an owner's queued and processing jo
 PENDING_SINCE = PREFIX + "pending-since"  # sorted set: every queued or processing job, by its last sign of life
 RECONCILER_LOCK = PREFIX + "reconciler:lock"  # string: held (with a TTL) by the worker running the reconciler
 IDEMPOTENCY = PREFIX + "idempotency:{owner}:{key}"  # string: the job or batch an Idempotency-Key created
-IDEMPOTENCY_WRITER = IDEMPOTENCY + ":writer"  # lock: the request writing the batch of an Idempotency-Key
+# lock: the request writing the batch of an Idempotency-Key (a namespace of its own: a client's key may end
+# in anything, ":writer" included)
+IDEMPOTENCY_WRITER = PREFIX + "idempotency-writer:{owner}:{key}"
 BATCH = PREFIX + "batch:{batch_id}"  # hash: one batch record
 BATCH_TALLY = "jobs_{status}"  # fields of BATCH: its jobs in each state, kept by the job scripts themselves
 BATCH_JOBS = PREFIX + "batch:{batch_id}:jobs"  # list: the batch's job ids in submission order

@@ -152,6 +152,17 @@ def test_the_same_key_and_body_replay_the_batch_and_another_body_is_refused(
     assert (reused.status_code, reused.json["error"]["code"]) == (422, "idempotency_key_reused")
 
 
+def test_a_key_and_the_same_key_with_a_writer_suffix_are_two_keys(client: FlaskClient, auth: dict[str, str]) -> None:
+    """A job's key "k:writer" and a batch's key "k": one is not the other's hold on its batch."""
+    data = {"image": (io.BytesIO(png()), "p.png")}
+    headers = {**auth, "Idempotency-Key": "k:writer"}
+    job = client.post("/v1/jobs", data=data, headers=headers, content_type="multipart/form-data")
+    assert job.status_code == 202, job.json
+    batch = _post(client, auth, "k")
+    assert batch.status_code == 202, batch.json
+    assert _post(client, auth, "k").headers.get("Idempotent-Replayed") == "true"
+
+
 def test_a_key_is_per_api_key(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
     other = {"X-Api-Key": app.extensions["backdrop"].api_keys.create("other").token}
     mine, theirs = _post(client, auth, "batch-1"), _post(client, other, "batch-1")
