@@ -6,6 +6,7 @@ import logging
 
 import redis
 from flask import Flask, Response, g, jsonify, request
+from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from api.context import ctx
@@ -61,7 +62,8 @@ def register_error_handlers(app: Flask) -> None:
         return response
 
     @app.errorhandler(redis.RedisError)
-    def _redis_down(exc: redis.RedisError) -> Response:
+    @app.errorhandler(OperationalError)  # kombu's, when a message cannot be sent to the broker
+    def _redis_down(exc: Exception) -> Response:
         log.warning("redis unavailable: %s", exc)
         return _backdrop_error(QueueUnavailable("the job queue is unavailable, try again later"))
 

@@ -180,20 +180,30 @@ def cancel_job(path: JobPath) -> Response:
     responses={204: no_content("deleted: the record, the upload and the results"), **errors(404, *AUTHENTICATED)},
 )
 def delete_job(path: JobPath) -> tuple[str, int]:
-    """Delete a job: cancel it if pending, then remove its upload, results and record."""
+    """Delete a job: cancel it if pending, then remove its upload, results and record. A batch's job
+    stays counted in its final state (canceled, or failed for a record that could not be read), so
+    that its batch still completes."""
     api = ctx()
     job_id = path.job_id
+    damage: RecordDamaged | None = None
     try:
-        job = owned_job(api, job_id)
-    except RecordDamaged:
-        job = None
+        job: Job | None = owned_job(api, job_id)
+    except RecordDamaged as exc:
+        job, damage = None, exc
+    finished = False
     if job is not None and not job.status.is_terminal:
         with suppress(TransitionRefused):
-            api.jobs.cancel(job_id)
+            finished = api.jobs.cancel(job_id)
+    elif damage is not None:  # its status can still move, as a worker taking its message would move it
+        with suppress(TransitionRefused, RecordDamaged):
+            finished = api.jobs.fail(job_id, damage.code, damage.message)
     for prefix in job_prefix(job_id):
         api.storage.delete_prefix(prefix)
     if job is None:
         api.jobs.delete_damaged(job_id, current_owner())
     else:
         api.jobs.delete(job)
+    if finished:
+        batch_id = job.batch_id if job is not None else damage.batch_id if damage is not None else None
+        notify_batch_completed(api.celery, api.batches, batch_id)
     return "", 204
