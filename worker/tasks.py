@@ -133,11 +133,24 @@ def process_job_task(self: Task, job_id: str, failing_since: float | None = None
             raise Reject(outage, requeue=True) from outage
 
 
-@app.task(name=DELIVER_WEBHOOK, bind=True, max_retries=max(0, settings.webhook_max_attempts - 1))
-def deliver_webhook_task(self: Task, subject_id: str, event: str, message_id: str) -> str:
+def hop_countdown(due: float, now: float, settings: Settings) -> float:
+    """Seconds the message waits before its next step towards ``due`` (unix time): at most half the
+    visibility timeout, as for a job's retry, so that the broker never hands a waiting copy out again."""
+    return max(0.0, min(due - now, settings.visibility_timeout / 2))
+
+
+# max_retries=None: the number of attempts is bounded by ``attempt``, not by the message's hops.
+@app.task(name=DELIVER_WEBHOOK, bind=True, max_retries=None)
+def deliver_webhook_task(
+    self: Task, subject_id: str, event: str, message_id: str, attempt: int = 1, due: float = 0.0
+) -> str:
     """POST a signed event (of a job, or of a batch) to its webhook URL; retried with backoff on 5xx,
-    408, 429 and network errors, with the same message id."""
+    408, 429 and network errors, with the same message id. A wait longer than half the visibility
+    timeout (5 s, 25 s, then minutes) is made of several shorter ones, ``due`` being the attempt's time."""
     svc = service()
+    now = time.time()
+    if now < due:  # a step of a long wait: no attempt yet
+        raise self.retry(countdown=hop_countdown(due, now, svc.settings), kwargs={"attempt": attempt, "due": due})
     target = _webhook_target(svc, subject_id, event)
     if target is None:
         return "dropped: no such job or batch, or no webhook"
@@ -152,9 +165,12 @@ def deliver_webhook_task(self: Task, subject_id: str, event: str, message_id: st
     )
     if result.ok:
         return f"delivered: HTTP {result.status}"
-    if result.retryable and self.request.retries < self.max_retries:
+    if result.retryable and attempt < svc.settings.webhook_max_attempts:
         log.warning("webhook %s of %s failed (%s); retrying", event, subject_id, result.error or result.status)
-        raise self.retry(countdown=retry_delay(self.request.retries + 1))
+        failed_at = time.time()
+        due = failed_at + retry_delay(attempt)
+        countdown = hop_countdown(due, failed_at, svc.settings)
+        raise self.retry(countdown=countdown, kwargs={"attempt": attempt + 1, "due": due})
     log.warning("webhook %s of %s given up: %s", event, subject_id, result.error or result.status)
     return f"failed: {result.error or result.status}"
 

@@ -210,6 +210,24 @@ def test_webhook_is_retried_after_a_500(trusting: Stack, remote: Remote) -> None
     Webhook(_secret(trusting)).verify(second[1], second[0])
 
 
+def test_a_webhook_retry_longer_than_the_visibility_timeout_is_delivered_once(
+    stack_factory: Callable[..., Stack], remote: Remote
+) -> None:
+    """The second retry waits 25 s, five times this deployment's visibility timeout: a message held that
+    long unacknowledged is handed out again every 5 s, and each copy would post the event once more."""
+    stack = stack_factory("local", BACKDROP_FETCH_ALLOW_PRIVATE="true", BACKDROP_VISIBILITY_TIMEOUT="5")
+    stack.start_worker()
+    stack.start_api()
+    remote.fail_first = 2
+    stack.wait_for(stack.submit(rgba_photo(8), webhook_url=f"{remote.base}/hook").json()["id"])
+    wait_until(lambda: len(remote.deliveries) >= 3, 90, "the second retry")
+    with pytest.raises(TimeoutError):  # two more visibility timeouts: any copy would have posted by then
+        wait_until(lambda: len(remote.deliveries) > 3, 11, "a fourth delivery")
+    assert len({headers["webhook-id"] for headers, _ in remote.deliveries}) == 1  # one event
+    times = [int(headers["webhook-timestamp"]) for headers, _ in remote.deliveries]
+    assert times[1] - times[0] >= 4 and times[2] - times[1] >= 24, times  # the backoff: 5 s, then 25 s
+
+
 def test_webhook_to_loopback_is_not_delivered(guarded: Stack, remote: Remote) -> None:
     job = guarded.wait_for(guarded.submit(rgba_photo(7), webhook_url=f"{remote.base}/hook").json()["id"])
     assert job["status"] == "succeeded"  # the job itself is not affected
