@@ -2,6 +2,7 @@
 a baseline commit's one after another, interleaved (A B A B) in one run.
 
     flock /tmp/bench.lock python bench/bench_batch_store.py [--jobs 200] [--kib 100] [--rounds 5]
+    flock /tmp/bench.lock python bench/bench_batch_store.py --keys --baseline e50413f [--rtt-ms 20]
 
 Each round runs, for each tree (the baseline exported from git into a temporary directory), a process
 of its own that builds the API's context over one Redis and one moto S3 server over HTTP (both started
@@ -9,6 +10,10 @@ here) and calls ``enqueue_batch`` with ``--jobs`` uploaded photos already spoole
 ``POST /v1/batches`` does once the multipart body is read: each photo stored in the bucket, the
 records, the batch's job list and the messages. Prints ms per photo for each and the ratio
 baseline/today (median of the per-round ratios).
+
+``--keys``: a JSON batch naming ``--jobs`` photos already in the bucket under the caller's upload
+prefix instead (``POST /v1/batches`` with ``keys``): each key checked, then (since ``e50413f``) each
+copied to its job's own key inside the bucket, the records, the job list and the messages.
 
 moto answers on loopback using its own CPU, on the same 2 cores as the API, where a real endpoint's
 round trip is mostly waiting. ``--rtt-ms`` puts a proxy in front of moto that holds every chunk of
@@ -52,6 +57,7 @@ from common.options import JobOptions
 from common.settings import Settings
 
 redis_url, endpoint, bucket, jobs, kib = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+by_key = sys.argv[6] == "keys"
 settings = Settings(
     redis_url=redis_url,
     storage="s3",
@@ -82,10 +88,26 @@ def upload():
     info = probe_image(part, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
     return Upload(part, len(png), info)
 
-enqueue_batch(api, "warm-up", [JobRequest(JobOptions(), upload()) for _ in range(8)])
-requests = [JobRequest(JobOptions(), upload()) for _ in range(jobs)]
-start = time.perf_counter()
-batch = enqueue_batch(api, "bench", requests)
+def keyed(owner, count):
+    # The body of a JSON batch naming `count` photos stored under `owner`'s upload prefix.
+    from api.schemas import BatchJson
+    from common.storage import upload_key
+    keys = [upload_key(owner, f"photo-{index}.png") for index in range(count)]
+    for key in keys:
+        api.storage.put(key, png, "image/png")
+    return BatchJson.model_validate({"keys": keys})
+
+if by_key:
+    from api.submissions import batch_requests_from_json
+    warm, body = keyed("warm-up", 8), keyed("bench", jobs)
+    enqueue_batch(api, "warm-up", batch_requests_from_json(warm, api, "warm-up"))
+    start = time.perf_counter()
+    batch = enqueue_batch(api, "bench", batch_requests_from_json(body, api, "bench"))
+else:
+    enqueue_batch(api, "warm-up", [JobRequest(JobOptions(), upload()) for _ in range(8)])
+    requests = [JobRequest(JobOptions(), upload()) for _ in range(jobs)]
+    start = time.perf_counter()
+    batch = enqueue_batch(api, "bench", requests)
 seconds = time.perf_counter() - start
 assert api.batches.counts(batch.id).queued == jobs
 print(json.dumps({"ms_per_photo": seconds * 1000 / jobs}))
@@ -149,6 +171,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rtt-ms", type=float, default=0.0, help="round trip added in front of moto")
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare against")
+    parser.add_argument("--keys", action="store_true", help="a JSON batch naming uploads already in the bucket")
     args = parser.parse_args()
     with scratch_and_trees(args.baseline) as (root, trees):
         port = free_port()
@@ -164,7 +187,7 @@ def main() -> None:
             def measure(name: str, tree: Path, round_index: int) -> float:
                 client.flushdb()
                 bucket = f"bench-{round_index}-{name}"  # a fresh bucket: moto keeps every object in memory
-                argv = (url, endpoint, bucket, str(args.jobs), str(args.kib))
+                argv = (url, endpoint, bucket, str(args.jobs), str(args.kib), "keys" if args.keys else "uploads")
                 return float(run_in_tree(tree, CHILD, *argv)["ms_per_photo"])
 
             ratio_rounds(trees, args.rounds, measure, "ms/photo", args.baseline)
