@@ -40,10 +40,10 @@ from common.errors import (
     QueueUnavailable,
     TooManyPending,
 )
-from common.imaging import ImageInfo, probe_image
+from common.imaging import ImageInfo, check_encodable, probe_image
 from common.jobs import InputInfo, Job, JobExists, new_job_id
 from common.netsafe import check_url
-from common.options import JobOptions, Surface
+from common.options import JobOptions, OutputKind, Surface
 from common.queue import BATCH_QUEUE, INTERACTIVE_QUEUE, notify_batch_completed, send_job
 from common.storage import background_key, input_key, is_owned_by, validate_key
 
@@ -114,6 +114,13 @@ def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> Uplo
     return Upload(stream, size, info)
 
 
+def check_outputs(options: JobOptions, info: ImageInfo) -> None:
+    """``ImageTooLarge`` at once for a photo its composite's format cannot hold (found by the worker
+    otherwise, after the network pass). An ID photo's size is its spec's."""
+    if not options.is_id_photo and OutputKind.COMPOSITE in options.output_kinds:
+        check_encodable(info.width, info.height, options.composite_format.value)
+
+
 def options_of(form: BaseModel, surface: Surface, *, has_background_image: bool = False) -> JobOptions:
     """The job options a validated request model carries (only the fields the client sent)."""
     values: dict[str, Any] = form.model_dump(include=set(JobOptions.names(surface)), exclude_unset=True)
@@ -137,6 +144,8 @@ def job_request(form: Any, api: ApiContext, files: MultiDict[str, FileStorage]) 
         raise InvalidInput("send exactly one of: an 'image' file, or an 'image_url' field")
     image = read_upload(form.image, "image", api) if form.image is not None else None
     options = options_of(form, Surface.JOB, has_background_image=form.background_image is not None)
+    if image is not None:
+        check_outputs(options, image.info)
     background = read_upload(form.background_image, "background_image", api) if form.background_image else None
     return JobRequest(options, image, check_url(image_url) if image_url else None, background_image=background)
 
@@ -151,7 +160,9 @@ def batch_requests_from_uploads(form: Any, api: ApiContext, texts: MultiDict[str
     found = []
     for upload in uploads:
         try:
-            found.append(JobRequest(options, read_upload(upload, "images", api)))
+            image = read_upload(upload, "images", api)
+            check_outputs(options, image.info)
+            found.append(JobRequest(options, image))
         except InvalidInput as exc:
             found.append(JobRequest(options, refused=exc, refused_digest=_sha256(upload.stream)))
     return found

@@ -522,6 +522,21 @@ def _save_jpeg(im: Image.Image, dpi: tuple[float, float] | None, **options: obje
         return _save(im, "JPEG", dpi, **{**options, "optimize": False})
 
 
+# The longest side each format can hold (libjpeg's JPEG_MAX_DIMENSION, libwebp's WEBP_MAX_DIMENSION); PNG
+# holds 2^31 - 1, far past the input limits.
+MAX_SIDE = {"jpeg": 65_500, "webp": 16_383}
+
+
+def check_encodable(width: int, height: int, fmt: str) -> None:
+    """``ImageTooLarge`` when a ``width`` x ``height`` image is wider or taller than ``fmt`` can hold."""
+    name = _normalise_format(fmt)
+    limit = MAX_SIDE.get(name)
+    if limit is not None and max(width, height) > limit:
+        raise ImageTooLarge(
+            f"the photo is {width}x{height}; {name.upper()} holds at most {limit} px a side: ask for format=png"
+        )
+
+
 def encode_image(rgb: np.ndarray, fmt: str, *, quality: int = 92, dpi: tuple[float, float] | None = None) -> bytes:
     """Encode an (H, W, 3) uint8 sRGB array as JPEG, PNG or WebP.
 
@@ -535,6 +550,7 @@ def encode_image(rgb: np.ndarray, fmt: str, *, quality: int = 92, dpi: tuple[flo
     array = _require(rgb, 3, "rgb")
     if array.dtype != np.uint8:
         raise ValueError(f"rgb must be uint8, got {array.dtype}")
+    check_encodable(array.shape[1], array.shape[0], name)
     im = Image.fromarray(array)
     if name == "jpeg":
         return _save_jpeg(im, resolution, quality=q, subsampling=0 if q >= 90 else 2, optimize=True)

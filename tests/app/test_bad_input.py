@@ -134,3 +134,27 @@ def test_a_text_part_among_a_batchs_images_is_a_400(client: FlaskClient, auth: d
     assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_input"), response.json
     assert "images" in response.json["error"]["message"]
     assert app.extensions["backdrop"].redis.keys("backdrop:batch:*") == []
+
+
+def test_a_photo_wider_than_webp_holds_is_refused_at_once(client: FlaskClient, auth: dict, app: Flask) -> None:
+    wide = png(16_400, 32)
+    data = {"image": (io.BytesIO(wide), "wide.png"), "format": "webp"}
+    response = client.post("/v1/jobs", data=data, headers=auth, content_type="multipart/form-data")
+    assert (response.status_code, response.json["error"]["code"]) == (413, "image_too_large"), response.json
+    assert "WEBP" in response.json["error"]["message"] and "format=png" in response.json["error"]["message"]
+    batch = client.post(
+        "/v1/batches",
+        data={"images": [(io.BytesIO(wide), "wide.png"), (io.BytesIO(png()), "p.png")], "format": "webp"},
+        headers=auth,
+        content_type="multipart/form-data",
+    )
+    assert batch.status_code == 202, batch.json
+    statuses = [(job["status"], (job.get("error") or {}).get("code")) for job in batch.json["jobs"]]
+    assert statuses == [("failed", "image_too_large"), ("queued", None)]  # the wide photo fails alone
+    as_png = client.post(
+        "/v1/jobs",
+        data={"image": (io.BytesIO(wide), "wide.png"), "format": "png"},
+        headers=auth,
+        content_type="multipart/form-data",
+    )
+    assert as_png.status_code == 202, as_png.json

@@ -54,14 +54,14 @@ def service(
     svc.close()
 
 
-def _submit(service: WorkerService, data: bytes) -> str:
+def _submit(service: WorkerService, data: bytes, options: JobOptions | None = None) -> str:
     job_id = new_job_id()
     service.storage.put(input_key(job_id), data, "application/octet-stream")
     service.jobs.create(
         job_id,
         input_key(job_id),
         InputInfo(bytes=len(data), format="PNG", width=64, height=64),
-        JobOptions(),
+        options or JobOptions(),
         owner="tests",
     )
     return job_id
@@ -100,6 +100,20 @@ def test_bad_input_fails_once(service: WorkerService) -> None:
     assert job.status is JobStatus.FAILED
     assert job.error.code in ("corrupt_image", "unsupported_image")
     assert job.attempts == 1 and service.storage.reads == 1
+
+
+@pytest.mark.parametrize(("width", "fmt"), [(16_400, "webp"), (65_600, "jpeg")])
+def test_a_photo_too_wide_for_its_output_format_fails_once_with_a_typed_code(
+    service: WorkerService, width: int, fmt: str
+) -> None:
+    """WebP holds at most 16,383 px a side and JPEG 65,500; the input limits let wider photos in."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, width, 3), 77, np.uint8)).save(buffer, "PNG")
+    job_id = _submit(service, buffer.getvalue(), JobOptions(format=fmt))
+    tasks.process_job_task.apply(args=[job_id])
+    job = service.jobs.get(job_id)
+    assert job.status is JobStatus.FAILED and job.attempts == 1
+    assert job.error.code == "image_too_large" and fmt.upper() in job.error.message
 
 
 def test_a_finished_job_is_not_run_again(service: WorkerService) -> None:
