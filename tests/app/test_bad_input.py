@@ -7,6 +7,7 @@ import io
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 
 from common import keyspace
 from tests.app.conftest import png
@@ -137,7 +138,9 @@ def test_a_text_part_among_a_batchs_images_is_a_400(client: FlaskClient, auth: d
 
 
 def test_a_photo_wider_than_webp_holds_is_refused_at_once(client: FlaskClient, auth: dict, app: Flask) -> None:
-    wide = png(16_400, 32)
+    buffer = io.BytesIO()
+    Image.new("RGB", (16_400, 32), (90, 120, 150)).save(buffer, "PNG")  # one colour: a small body
+    wide = buffer.getvalue()
     data = {"image": (io.BytesIO(wide), "wide.png"), "format": "webp"}
     response = client.post("/v1/jobs", data=data, headers=auth, content_type="multipart/form-data")
     assert (response.status_code, response.json["error"]["code"]) == (413, "image_too_large"), response.json
