@@ -133,6 +133,16 @@ def exif_orientation(im: Image.Image) -> int:
     return orientation if 1 <= orientation <= 8 else 1
 
 
+def _reported_upright(im: Image.Image) -> bool:
+    """Whether Pillow already gives the upright size of an image it will turn upright as it loads: a TIFF
+    whose size differs from its stored width and length (Pillow 13 does so; a Pillow that gives the
+    stored size leaves the orientation to us)."""
+    tags = getattr(im, "tag_v2", None)
+    if im.format != "TIFF" or tags is None:
+        return False
+    return tuple(im.size) != (tags.get(256), tags.get(257))  # ImageWidth, ImageLength
+
+
 def _webp_canvas_size(head: bytes) -> tuple[int, int] | None:
     """Canvas size from the first 30 bytes of a WebP file, or None if it is not one we can read.
 
@@ -197,7 +207,7 @@ def _open_checked(fp: BinaryIO, *, max_pixels: int, min_side: int) -> Iterator[t
             raise UnsupportedImage(f"image format {fmt or 'unknown'} is not accepted")
         width, height = im.size
         orientation = exif_orientation(im)
-        if orientation in _SWAPPING_ORIENTATIONS:
+        if orientation in _SWAPPING_ORIENTATIONS and not _reported_upright(im):
             width, height = height, width
         _check_size(width, height, max_pixels=max_pixels, min_side=min_side)
         yield im, ImageInfo(format=fmt, width=width, height=height), orientation
@@ -251,6 +261,8 @@ def decode_image(source: bytes | str | os.PathLike[str] | BinaryIO, *, max_pixel
             raise
         except Exception as exc:
             raise CorruptImage(f"the image data cannot be decoded (truncated or damaged): {exc}") from exc
+        if exif_orientation(im) == 1:  # Pillow turned it upright as it loaded (a TIFF) and dropped the tag
+            orientation = 1
         # Re-check after loading: a GIF frame may enlarge the canvas beyond the screen size.
         if im.size[0] * im.size[1] > max_pixels:
             raise _too_large(im.size[0], im.size[1], max_pixels)

@@ -415,6 +415,21 @@ def test_exif_orientation_3_turns_upside_down_without_swapping() -> None:
     assert_close(rgb[29, 10], (255, 0, 0), tolerance=8)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_tiffs_orientation_is_applied_once(orientation: int) -> None:
+    """Pillow turns a TIFF upright itself (its size at open, its pixels at load) where it does so for no
+    other format: the TIFF must come out as the same pixels with the same tag in a PNG do."""
+    pixels = np.random.default_rng(orientation).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    as_png = save(Image.fromarray(pixels), "PNG", exif=exif.tobytes())
+    as_tiff = save(Image.fromarray(pixels), "TIFF", tiffinfo={0x0112: orientation})
+    upright = decode(as_png).rgb
+    assert upright.shape == ((10, 6, 3) if orientation >= 5 else (6, 10, 3))
+    np.testing.assert_array_equal(decode(as_tiff).rgb, upright)
+    assert (probe(as_tiff).width, probe(as_tiff).height) == (upright.shape[1], upright.shape[0])
+
+
 def test_exif_orientation_swaps_dpi_and_alpha() -> None:
     rgba = np.zeros((10, 20, 4), dtype=np.uint8)
     rgba[:5, :, 3] = 255  # stored top half opaque
