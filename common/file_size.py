@@ -109,10 +109,14 @@ def encode_jpeg_within(
             )
         q, data = found
         if min_kb is not None and len(data) < min_bytes(min_kb):
-            raise FileSizeUnreachable(
-                f"no JPEG quality gives a file between {min_kb:g} KB and {max_kb:g} KB: at quality {q}, the highest "
-                f"that fits, the photo is {len(data)} bytes"
-            )
+            # A minimum may need more than the ceiling, as it may without a maximum: up to 100, if it fits.
+            reached = _lowest_reaching(encode, q + 1, 100, min_bytes(min_kb)) if q < 100 else None
+            if reached is None or len(reached[1]) > max_bytes(max_kb):
+                raise FileSizeUnreachable(
+                    f"no JPEG quality gives a file between {min_kb:g} KB and {max_kb:g} KB: at quality {q}, the "
+                    f"highest within the maximum, the photo is {len(data)} bytes"
+                )
+            q, data = reached
         return SizedJpeg(data=data, quality=q, encodings=len(cache))
 
     start = min(max(quality, 1), 100)

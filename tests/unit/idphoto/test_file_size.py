@@ -77,3 +77,16 @@ def test_a_window_between_minimum_and_maximum(photo: np.ndarray) -> None:
 
 def test_without_limits_the_quality_is_kept(photo: np.ndarray) -> None:
     assert encode_jpeg_within(photo, quality=77).quality == 77
+
+
+def test_a_minimum_above_quality_95_is_reached_under_a_maximum_too(photo: np.ndarray) -> None:
+    """Quality 95 is the ceiling when only a maximum is given; a minimum that 95 falls short of is met
+    higher up, with or without a maximum (as with a minimum alone)."""
+    at_95, at_96 = _size(photo, 95), _size(photo, 96)
+    assert at_95 < at_96
+    min_kb = (at_95 + at_96) / 2 / 1024
+    alone = encode_jpeg_within(photo, min_kb=min_kb)
+    windowed = encode_jpeg_within(photo, min_kb=min_kb, max_kb=2 * _size(photo, 100) / 1000)
+    assert alone.quality == windowed.quality == 96
+    assert len(windowed.data) >= min_bytes(min_kb)
+    assert encode_jpeg_within(photo, max_kb=2 * _size(photo, 100) / 1000).quality == 95  # no minimum: 95
