@@ -34,6 +34,9 @@ MAX_UPSCALE = 2.0  # refuse frames that need the source enlarged by more than th
 # fixture portraits against the detector's box bottom: 391 vs 391, 393 vs 402, 745 vs 735 px).
 CHIN_FROM_MOUTH = 0.62
 MATTE_THRESHOLD = 0.5  # alpha above this is the person
+# Where the head meets the photo's top edge a network's matte is often soft (0.3-0.5): above this, connected
+# to the head, the head runs on past the edge.
+EDGE_THRESHOLD = 0.25
 # The crown is searched in columns within this multiple of the face box width either side of the
 # face's midline, and is the first row where at least CROWN_MIN_SHARE of those columns are person.
 CROWN_BAND = 0.5
@@ -140,6 +143,22 @@ def find_crown(alpha: np.ndarray, x_lo: float, x_hi: float, y_end: float) -> int
     return int(rows[0]) if rows.size else None
 
 
+def head_region(alpha: np.ndarray, seed: Point, radius: int, threshold: float = MATTE_THRESHOLD) -> np.ndarray:
+    """``alpha`` where it is above ``threshold`` and joined (8-neighbours) to the person at ``seed``, zero
+    elsewhere: a speck of matte apart from the head (a stray blob, another person behind) is not its
+    crown. The seed is the strongest pixel within ``radius`` of ``seed``; nothing is joined to a seed
+    below the threshold."""
+    height, width = alpha.shape
+    y0, y1 = max(0, round(seed.y) - radius), min(height, round(seed.y) + radius + 1)
+    x0, x1 = max(0, round(seed.x) - radius), min(width, round(seed.x) + radius + 1)
+    patch = alpha[y0:y1, x0:x1]
+    if patch.size == 0 or float(patch.max()) <= threshold:
+        return np.zeros_like(alpha)
+    sy, sx = np.unravel_index(int(np.argmax(patch)), patch.shape)
+    _, labels = cv2.connectedComponents((alpha > threshold).astype(np.uint8), connectivity=8)
+    return np.where(labels == labels[y0 + sy, x0 + sx], alpha, 0.0).astype(alpha.dtype, copy=False)
+
+
 def estimate_chin(face: Face, levelling: np.ndarray) -> float:
     """Chin height in the levelled frame: the mean of the landmark estimate and the face box's bottom."""
     eye = _apply(levelling, face.eye_midpoint)
@@ -199,12 +218,18 @@ def analyse_head(matte: np.ndarray, face: Face, *, tilt_threshold: float = TILT_
     else:
         levelled, valid = alpha, None
     half = CROWN_BAND * face.width
-    crown = find_crown(levelled, mid_x - half, mid_x + half, eye_y)
+    # Only the head's own matte, above the nose (the region holds the seed), counts.
+    nose_y = _apply(levelling, nose)
+    rows = min(height, math.ceil(nose_y.y) + r + 1)
+    head_alpha = head_region(levelled[:rows], nose_y, r)
+    crown = find_crown(head_alpha, mid_x - half, mid_x + half, eye_y)
     if crown is None:
         raise MatteMismatch("the matte shows no head above the eyes")
     c0, c1 = max(0, math.floor(mid_x - half)), min(width, math.ceil(mid_x + half))
-    at_crown = np.flatnonzero(levelled[crown, c0:c1] > MATTE_THRESHOLD) + c0
-    touches = crown == 0 or (valid is not None and bool(np.any(valid[crown - 1, at_crown] < 0.99)))
+    at_crown = np.flatnonzero(head_alpha[crown, c0:c1] > MATTE_THRESHOLD) + c0
+    soft = head_region(levelled[:rows], nose_y, r, EDGE_THRESHOLD)
+    soft_at_edge = np.count_nonzero(soft[0, c0:c1]) >= max(2, math.ceil(CROWN_MIN_SHARE * (c1 - c0)))
+    touches = crown == 0 or soft_at_edge or (valid is not None and bool(np.any(valid[crown - 1, at_crown] < 0.99)))
     if touches:
         raise FaceCutOff("the top of the head is cut off by the edge of the photo")
 
@@ -379,8 +404,11 @@ def measure_frame(alpha: np.ndarray, head: HeadGeometry, plan: FramePlan) -> Fra
         raise ValueError(f"alpha shape {alpha.shape} does not match the frame {width}x{height}")
     eye = plan.to_output(Point(head.mid_x, head.eye_y))
     chin = plan.to_output(Point(head.mid_x, head.chin_y))
+    nose = plan.to_output(_apply(head.levelling, head.face.nose))
     half = CROWN_BAND * head.face_width * plan.scale
-    crown_row = find_crown(alpha, eye.x - half, eye.x + half, eye.y)
+    radius = max(1, round(0.05 * head.face_width * plan.scale))
+    rows = min(height, max(0, math.ceil(nose.y) + radius + 1))
+    crown_row = find_crown(head_region(alpha[:rows], nose, radius), eye.x - half, eye.x + half, eye.y)
     crown = float(crown_row) if crown_row is not None else plan.to_output(Point(head.mid_x, head.crown_y)).y
     return FrameMeasures(
         head_height=(chin.y - crown) / height,

@@ -202,6 +202,29 @@ def test_a_head_cut_by_the_top_edge_is_refused() -> None:
         analyse_head(scene.matte, scene.face)
 
 
+@pytest.mark.parametrize("top", [100, 0])
+def test_a_speck_of_matte_above_the_head_is_not_its_crown(scene: Scene, top: int) -> None:
+    """An 8x8 blob of matte, apart from the head, above it (at row 0 too): the crown is the head's."""
+    matte = scene.matte.copy()
+    matte[top : top + 8, 440:448] = 1.0
+    head = analyse_head(matte, scene.face)
+    assert abs(head.crown_y - scene.crown.y) <= 1.5
+    spec = get_spec("icao-35x45")
+    report = make_id_photo(scene.decoded, matte, [scene.face], spec).report
+    bounds = spec.bounds(Measure.HEAD_HEIGHT)
+    assert report.passed and bounds.min <= report.head_height_ratio <= bounds.max
+
+
+def test_a_head_cut_by_the_top_edge_is_refused_where_the_matte_is_soft() -> None:
+    """A network's matte is often below one half in the photo's first rows: the head still runs off
+    the top edge there."""
+    scene = make_scene(eye_y=150.0)
+    matte = scene.matte.copy()
+    matte[:2] *= 0.45
+    with pytest.raises(FaceCutOff, match="top of the head"):
+        analyse_head(matte, scene.face)
+
+
 def test_a_chin_below_the_photo_is_refused() -> None:
     scene = make_scene(size=(900, 700), eye_y=560.0, body=False)
     with pytest.raises(FaceCutOff):
