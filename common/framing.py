@@ -283,7 +283,9 @@ def _preferred_crown(spec: IdSpec, h: float, k: float) -> float:
     return (1 - h) * DEFAULT_CROWN_SHARE
 
 
-def _head_candidates(bounds: Bounds) -> list[float]:
+def _head_candidates(bounds: Bounds, most: float) -> list[float]:
+    """Head ratios to try, the middle of the range first and then outwards, none above ``most`` (the
+    largest the upscale limit allows): then ``most`` itself first, the nearest to the middle."""
     low, high = bounds.min, bounds.max
     assert low is not None and high is not None
     middle = (low + high) / 2
@@ -291,44 +293,52 @@ def _head_candidates(bounds: Bounds) -> list[float]:
     candidates = [middle]
     for i in range(1, HEAD_STEPS // 2 + 1):
         candidates += [middle - i * step, middle + i * step]
-    return candidates
+    if most >= middle:
+        return [h for h in candidates if h <= most]
+    return [most, *(h for h in candidates if h < most)]
 
 
-def _choose_geometry(spec: IdSpec, head: HeadGeometry) -> tuple[float, float, tuple[str, ...]]:
+def _choose_geometry(spec: IdSpec, head: HeadGeometry, most: float) -> tuple[float, float, tuple[str, ...]]:
     """(head ratio, crown margin, relaxed measures): every rule met where possible; otherwise the
-    crown margin gives way first (GA 461-2004 gives the eye line priority), then the chin margin."""
+    crown margin gives way first (GA 461-2004 gives the eye line priority), then the chin margin. No
+    head ratio above ``most``, which is at least the range's minimum."""
     bounds = spec.bounds(Measure.HEAD_HEIGHT)
     assert bounds is not None
     eye_share = (head.eye_y - head.crown_y) / head.head_height  # crown-to-eye as a share of the head
     all_rules = (Measure.CROWN_MARGIN, Measure.EYE_LINE, Measure.CHIN_MARGIN)
     attempts = [all_rules, (Measure.EYE_LINE, Measure.CHIN_MARGIN), (Measure.EYE_LINE,), ()]
     for measures in attempts:
-        for h in _head_candidates(bounds):
+        for h in _head_candidates(bounds, most):
             k = eye_share * h
             lo, hi = _crown_interval(spec, h, k, measures)
             if lo <= hi:
                 t = min(max(_preferred_crown(spec, h, k), lo), hi)
                 relaxed = tuple(m.value for m in all_rules if m not in measures and spec.bounds(m) is not None)
                 return h, t, relaxed
-    h = bounds.middle
-    assert h is not None
+    assert bounds.middle is not None
+    h = min(bounds.middle, most)
     return h, min(max(_preferred_crown(spec, h, eye_share * h), 0.0), 1 - h), ()
 
 
 def plan_frame(head: HeadGeometry, spec: IdSpec, *, max_upscale: float = MAX_UPSCALE) -> FramePlan:
-    """The frame of ``spec`` around ``head``; ``ResolutionTooLow`` when it needs more than ``max_upscale``."""
+    """The frame of ``spec`` around ``head``; ``ResolutionTooLow`` when even the smallest head the
+    spec allows needs more than ``max_upscale`` (a head short of the middle of the range is enlarged
+    only as far as the limit allows, and kept within the range)."""
     width, height = spec.pixel_size
-    h, t, relaxed = _choose_geometry(spec, head)
-    scale = h * height / head.head_height
-    if scale > max_upscale:
-        needed = math.ceil(h * height / max_upscale)
+    bounds = spec.bounds(Measure.HEAD_HEIGHT)
+    assert bounds is not None and bounds.min is not None
+    smallest = bounds.min * height / head.head_height
+    if smallest > max_upscale:
+        needed = math.ceil(bounds.min * height / max_upscale)
         raise ResolutionTooLow(
-            f"the head is {head.head_height:.0f} px tall in the photo; {spec.id} needs it {h * height:.0f} px tall, "
-            f"an upscale of {scale:.2f}x, more than the allowed {max_upscale:g}x (a head of at least {needed} px "
-            "is needed)",
-            factor=scale,
+            f"the head is {head.head_height:.0f} px tall in the photo; {spec.id} needs it at least "
+            f"{bounds.min * height:.0f} px tall, an upscale of {smallest:.2f}x, more than the allowed "
+            f"{max_upscale:g}x (a head of at least {needed} px is needed)",
+            factor=smallest,
             max_factor=max_upscale,
         )
+    h, t, relaxed = _choose_geometry(spec, head, max_upscale * head.head_height / height)
+    scale = h * height / head.head_height
     left = head.mid_x - width / (2 * scale)
     top = head.crown_y - t * height / scale
     crop = (left, top, left + width / scale, top + height / scale)

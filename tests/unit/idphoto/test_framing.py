@@ -232,19 +232,38 @@ def test_a_chin_below_the_photo_is_refused() -> None:
 
 
 def test_too_few_pixels_is_refused_with_the_factor() -> None:
-    scene = make_scene(eye_distance=40.0, eye_y=300.0, size=(500, 600))
+    """Refused only when even the smallest head the spec allows needs more than the upscale limit."""
+    scene = make_scene(eye_distance=30.0, eye_y=300.0, size=(500, 600))
     spec = get_spec("us-visa")
     head = analyse_head(scene.matte, scene.face)
-    needed = spec.bounds(Measure.HEAD_HEIGHT).middle * spec.pixel_size[1] / head.head_height
+    needed = spec.bounds(Measure.HEAD_HEIGHT).min * spec.pixel_size[1] / head.head_height
     assert needed > 2
     with pytest.raises(ResolutionTooLow) as caught:
         plan_frame(head, spec, max_upscale=2.0)
     assert caught.value.code == "resolution_too_low"
     assert caught.value.factor == pytest.approx(needed)
     assert f"{needed:.2f}x" in caught.value.message
-    # A looser bound lets it through, and the report records the factor used.
-    report = make_id_photo(scene.decoded, scene.matte, [scene.face], spec, max_upscale=4.0).report
-    assert report.upscale_factor == pytest.approx(needed, abs=1e-3)
+    # A looser bound lets it through, and the report records the factor used (the middle of the range).
+    middle = spec.bounds(Measure.HEAD_HEIGHT).middle * spec.pixel_size[1] / head.head_height
+    report = make_id_photo(scene.decoded, scene.matte, [scene.face], spec, max_upscale=5.0).report
+    assert report.upscale_factor == pytest.approx(middle, abs=1e-3)
+
+
+def test_a_head_too_small_for_the_middle_of_the_range_gets_a_smaller_head_within_it() -> None:
+    """The middle of the head range would need more than the limit, the bottom of it less: the photo is
+    made, with the largest head the limit allows, and meets the spec."""
+    scene = make_scene(eye_distance=56.0, eye_y=300.0, size=(500, 600))
+    spec = get_spec("us-visa")
+    head = analyse_head(scene.matte, scene.face)
+    bounds = spec.bounds(Measure.HEAD_HEIGHT)
+    height = spec.pixel_size[1]
+    assert bounds.min * height / head.head_height < 2 < bounds.middle * height / head.head_height
+    plan = plan_frame(head, spec, max_upscale=2.0)
+    assert plan.scale == pytest.approx(2.0)
+    assert bounds.min <= plan.planned_head_ratio < bounds.middle
+    report = make_id_photo(scene.decoded, scene.matte, [scene.face], spec, max_upscale=2.0).report
+    assert report.passed and report.upscale_factor == pytest.approx(2.0, abs=1e-3)
+    assert bounds.min <= report.head_height_ratio <= bounds.max
 
 
 def test_a_matte_that_misses_the_face_is_refused(scene: Scene) -> None:
