@@ -38,6 +38,7 @@ from common.errors import (
     NotFound,
     ObjectNotFound,
     QueueUnavailable,
+    StorageError,
     TooManyPending,
 )
 from common.imaging import ImageInfo, check_encodable, probe_image
@@ -331,8 +332,12 @@ def _write_chunk(
 
     jobs = list(pool.map(stored, chunk)) if pool is not None else [stored(request) for request in chunk]
     try:
-        api.jobs.insert_many(jobs)
+        api.jobs.insert_many(jobs, max_pending=api.settings.max_pending_jobs)
         api.batches.add_jobs(batch, [job.id for job in jobs])
+    except TooManyPending:  # another request filled the quota meanwhile: the batch is withdrawn
+        with suppress(StorageError):  # this chunk's photos, which no record names, go too
+            api.storage.delete_many([key for job in jobs for key in (job.input_key, job.background_image_key) if key])
+        raise
     except redis.RedisError as exc:
         raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
     sendable = []

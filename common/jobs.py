@@ -352,14 +352,24 @@ class JobStore:
             )
         return job
 
-    def insert_many(self, jobs: Sequence[Job]) -> None:
-        """Write new records in one round trip, each in its own atomic step, with no pending limit (a
-        batch checks its owner's quota for all its jobs at once). ``JobExists`` names the ids that were
-        taken; the others are written."""
+    def insert_many(self, jobs: Sequence[Job], *, max_pending: int = 0) -> None:
+        """Write new records in one round trip, each in its own atomic step with the owner's quota as in
+        ``insert`` (a batch checks it for all its jobs first; this holds it against concurrent requests).
+        ``TooManyPending`` when any record met a full quota: then none of these records stays (records of
+        a batch that is withdrawn, whose tallies go with it). ``JobExists`` names the ids that were taken;
+        the others are written."""
         with self.redis.pipeline(transaction=False) as pipe:
             for job in jobs:
-                self._create_script(*self._create_call(job, 0), client=pipe)
+                self._create_script(*self._create_call(job, max_pending), client=pipe)
             created = pipe.execute()
+        refused = [-result - 1 for result in created if result < 0]
+        if refused:
+            written = [job for job, result in zip(jobs, created, strict=True) if result == 1]
+            for owner in {job.owner for job in written}:
+                self.delete_many([job.id for job in written if job.owner == owner], owner)
+            raise TooManyPending(
+                f"{refused[0]} jobs are already queued or processing for this key (limit {max_pending})"
+            )
         taken = [job.id for job, result in zip(jobs, created, strict=True) if result == 0]
         if taken:
             raise JobExists(", ".join(taken))
