@@ -22,6 +22,7 @@ from common.errors import (
     HTTP_ERROR_CODES,
     OTHER_HTTP_ERROR_CODE,
     IdempotencyInProgress,
+    InvalidInput,
     InvalidOption,
     LinkRefused,
     NotFound,
@@ -210,12 +211,16 @@ class BatchJson(BaseModel):
 JSON_BODIES: dict[str, type[BaseModel]] = {"createBatch": BatchJson}
 
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 200  # longer keys are cut to this
+MAX_IDEMPOTENCY_KEY_LENGTH = 200  # longer keys are refused: cut, two keys alike this far would be one
 
 
 def idempotency_key(value: str | None) -> str | None:
-    """An ``Idempotency-Key`` header as the API keys it: stripped, cut to its maximum length; None if empty."""
-    return (value or "").strip()[:MAX_IDEMPOTENCY_KEY_LENGTH] or None
+    """An ``Idempotency-Key`` header as the API keys it: stripped; None if empty; ``InvalidInput`` past
+    its maximum length."""
+    key = (value or "").strip()
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(f"an Idempotency-Key is at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters, not {len(key)}")
+    return key or None
 
 
 def _idempotency_key_field(made: str) -> Any:
@@ -223,8 +228,8 @@ def _idempotency_key_field(made: str) -> Any:
         default=None,
         alias="Idempotency-Key",
         description=f"the same key and body within 24 h returns the {made} the first request made; another body "
-        "gives 422",
-        json_schema_extra={"example": f"order-1234-{made}-1"},
+        f"gives 422; at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters (a longer key is a 400)",
+        json_schema_extra={"example": f"order-1234-{made}-1", "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
     )
 
 

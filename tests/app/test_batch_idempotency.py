@@ -298,3 +298,11 @@ def test_a_different_photo_refused_for_the_same_reason_is_another_body(
     # Same length, same refusal, other bytes: not the body the key was first used with.
     other = post(b"not an image: two")
     assert (other.status_code, other.json["error"]["code"]) == (422, "idempotency_key_reused")
+
+
+def test_a_key_longer_than_the_limit_is_refused_not_cut(client: FlaskClient, auth: dict[str, str]) -> None:
+    """Cut to 200 characters, two keys alike in their first 200 would be one key: the second a replay."""
+    first = _post(client, auth, "k" * 200 + "-first")
+    assert (first.status_code, first.json["error"]["code"]) == (400, "invalid_input"), first.json
+    assert "200" in first.json["error"]["message"]
+    assert _post(client, auth, "k" * 200).status_code == 202
