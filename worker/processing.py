@@ -206,16 +206,22 @@ def process_job(service: WorkerService, job_id: str, *, delivery: str | None = N
             id_photos=id_photos,
         )
     except TransitionRefused as exc:
-        recorded = False
-        if exc.current is not JobStatus.CANCELED:
+        # Canceled or failed meanwhile (the reconciler gave up on it): its results go, as below. Any other
+        # state belongs to another run of the job, which writes the same keys: its results stay.
+        if exc.current not in (JobStatus.CANCELED, JobStatus.FAILED):
             return Outcome(None, str(exc))
-    if not recorded:
-        # Canceled or deleted while it ran: its results must not outlive it.
-        for result in results.values():
-            service.storage.delete(result.key)
-        return Outcome(JobStatus.CANCELED, "results discarded")
+        return _discard(service, results, exc.current)
+    if not recorded:  # deleted while it ran
+        return _discard(service, results, JobStatus.CANCELED)
     service.events.job_finished(job_id)
     return Outcome(JobStatus.SUCCEEDED)
+
+
+def _discard(service: WorkerService, results: dict[str, ResultInfo], ended: JobStatus) -> Outcome:
+    """The results of a job that ended otherwise while it ran: they must not outlive it."""
+    for result in results.values():
+        service.storage.delete(result.key)
+    return Outcome(ended, "results discarded")
 
 
 def fail_job(service: WorkerService, job_id: str, error: BaseException) -> None:

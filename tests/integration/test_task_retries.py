@@ -138,3 +138,22 @@ def test_a_retry_never_waits_as_long_as_the_visibility_timeout(visibility_timeou
     countdowns = [tasks.retry_countdown(n, settings) for n in range(12)]
     assert max(countdowns) <= visibility_timeout / 2
     assert countdowns[:2] == [1, 2] and countdowns == sorted(countdowns)  # still doubling, then capped
+
+
+def test_results_of_a_job_failed_while_it_ran_are_deleted(
+    service: WorkerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed meanwhile (the reconciler gave up on it): its results must not outlive it, as when canceled."""
+    job_id = _submit(service, _png())
+    succeed = service.jobs.succeed
+
+    def failed_first(*args: object, **kwargs: object) -> bool:
+        service.jobs.fail(job_id, "worker_lost", "taken for lost")
+        return succeed(*args, **kwargs)
+
+    monkeypatch.setattr(service.jobs, "succeed", failed_first)
+    tasks.process_job_task.apply(args=[job_id])
+    job = service.jobs.get(job_id)
+    assert job.status is JobStatus.FAILED and job.results == {}
+    assert not service.storage.exists(f"results/{job_id}/composite.jpg")
+    assert [path for path in (service.storage.root / "objects" / "results").rglob("*") if path.is_file()] == []
