@@ -111,7 +111,12 @@ def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> Uplo
     if size > api.settings.max_upload_bytes:
         raise ImageTooLarge(f"{field} is larger than {api.settings.max_upload_bytes} bytes")
     stream.seek(0)
-    info = probe_image(stream, max_pixels=api.settings.max_image_pixels, min_side=api.settings.min_image_side)
+    try:
+        info = probe_image(stream, max_pixels=api.settings.max_image_pixels, min_side=api.settings.min_image_side)
+    except InvalidInput as exc:
+        if field != "background_image":
+            raise
+        raise type(exc)(f"{field}: {exc.message}") from None  # the probe's messages say "image": say which
     return Upload(stream, size, info)
 
 

@@ -161,3 +161,11 @@ def test_a_photo_wider_than_webp_holds_is_refused_at_once(client: FlaskClient, a
         content_type="multipart/form-data",
     )
     assert as_png.status_code == 202, as_png.json
+
+
+def test_a_bad_background_image_is_named_as_the_background(client: FlaskClient, auth: dict) -> None:
+    data = {"image": (io.BytesIO(png()), "p.png"), "background": "image"}
+    data["background_image"] = (io.BytesIO(png(20, 20)), "tiny.png")
+    response = client.post("/v1/jobs", data=data, headers=auth, content_type="multipart/form-data")
+    assert response.json["error"]["code"] == "image_too_small", response.json
+    assert response.json["error"]["message"].startswith("background_image: "), response.json
