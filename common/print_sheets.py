@@ -63,6 +63,7 @@ class SheetLayout:
     columns: int
     rows: int
     positions: tuple[tuple[int, int], ...]  # top-left corner of each photo
+    dpi: float = SHEET_DPI  # the resolution the sizes above are at
 
     @property
     def count(self) -> int:
@@ -94,7 +95,7 @@ def layout_sheet(
         if best is not None and columns * rows <= best.count:
             continue
         positions = tuple((x, y) for y in _spread(height, tile[1], rows) for x in _spread(width, tile[0], columns))
-        best = SheetLayout(paper, orientation, (width, height), tile, columns, rows, positions)  # type: ignore[arg-type]
+        best = SheetLayout(paper, orientation, (width, height), tile, columns, rows, positions, dpi)  # type: ignore[arg-type]
     assert best is not None
     if best.count == 0:
         raise SheetDoesNotFit(
@@ -145,4 +146,4 @@ def render_sheet(
 
 def encode_sheet(sheet: Sheet, *, quality: int = SHEET_QUALITY) -> bytes:
     """The sheet as a JPEG at the sheet's DPI."""
-    return encode_image(sheet.rgb, "jpeg", quality=quality, dpi=(SHEET_DPI, SHEET_DPI))
+    return encode_image(sheet.rgb, "jpeg", quality=quality, dpi=(sheet.layout.dpi, sheet.layout.dpi))

@@ -101,3 +101,11 @@ def test_papers_by_name() -> None:
     assert get_paper("6寸") is PAPERS["4x6"]
     with pytest.raises(UnknownSheet):
         get_paper("letter")
+
+
+def test_a_sheet_is_encoded_at_the_resolution_it_was_laid_out_for() -> None:
+    photo = np.full((531, 413, 3), 128, np.uint8)
+    sheet = render_sheet(photo, (35.0, 45.0), "4x6", dpi=150)
+    assert sheet.rgb.shape[:2] == (900, 600) or sheet.rgb.shape[:2] == (600, 900)  # 4 x 6 in at 150 dpi
+    with Image.open(io.BytesIO(encode_sheet(sheet))) as im:
+        assert tuple(round(v) for v in im.info["dpi"]) == (150, 150)
