@@ -263,7 +263,15 @@ def enqueue_job(
         raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
     if request.refused is not None:
         return _refused(api, job, request.refused)
-    _send(api, [job], INTERACTIVE_QUEUE)
+    try:
+        _send(api, [job], INTERACTIVE_QUEUE)
+    except QueueUnavailable:
+        # Its record was deleted, and nothing names its photo now; a record that stayed (Redis itself
+        # failed) is the reconciler's to send later, with its photo.
+        with suppress(redis.RedisError, StorageError):
+            if not api.redis.exists(api.jobs.key(job.id)):
+                _delete_uploads(api, job)
+        raise
     return job
 
 

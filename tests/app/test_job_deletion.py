@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 
 import pytest
@@ -10,9 +11,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from kombu.exceptions import OperationalError
 
+from api import submissions
 from api.routes import jobs as job_routes
 from common import keyspace
 from common.queue import DELIVER_WEBHOOK, INTERACTIVE_QUEUE
+from tests.app.conftest import png
 
 HOOK = "https://example.invalid/hook"
 
@@ -78,3 +81,22 @@ def test_a_broker_outage_while_telling_the_batch_is_a_503(
     (job,) = _batch(client, auth, 1)["jobs"]
     response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
     assert (response.status_code, response.json["error"]["code"]) == (503, "queue_unavailable"), response.json
+
+
+def test_a_job_whose_message_cannot_be_sent_leaves_no_photo(
+    app: Flask, client: FlaskClient, auth: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """503: the record is deleted, and the photo and background with it (no record names them)."""
+
+    def broker_down(*args: object) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(submissions, "send_job", broker_down)
+    data = {"image": (io.BytesIO(png()), "p.png"), "background": "image"}
+    data["background_image"] = (io.BytesIO(png(seed=1)), "b.png")
+    response = client.post("/v1/jobs", data=data, headers=auth, content_type="multipart/form-data")
+    assert (response.status_code, response.json["error"]["code"]) == (503, "queue_unavailable"), response.json
+    api = app.extensions["backdrop"]
+    assert api.redis.keys("backdrop:job:*") == []
+    objects = api.settings.data_dir / "storage" / "objects"
+    assert [path for path in objects.rglob("*") if path.is_file()] == []
