@@ -41,6 +41,11 @@ def _batch_events(app: Flask) -> list[str]:
     return found
 
 
+def broker_down(*args: object) -> None:
+    """What kombu raises when the broker cannot be reached."""
+    raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
 def _completed(app: Flask, batch_id: str) -> bool:
     return bool(app.extensions["backdrop"].redis.exists(keyspace.BATCH_COMPLETED.format(batch_id=batch_id)))
 
@@ -74,9 +79,6 @@ def test_a_broker_outage_while_telling_the_batch_is_a_503(
 ) -> None:
     """The job's state has moved; the event cannot be sent: 503 (try again), not an unexpected 500."""
 
-    def broker_down(*args: object) -> None:
-        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
     monkeypatch.setattr(job_routes, "notify_batch_completed", broker_down)
     (job,) = _batch(client, auth, 1)["jobs"]
     response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
@@ -87,9 +89,6 @@ def test_a_job_whose_message_cannot_be_sent_leaves_no_photo(
     app: Flask, client: FlaskClient, auth: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """503: the record is deleted, and the photo and background with it (no record names them)."""
-
-    def broker_down(*args: object) -> None:
-        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     monkeypatch.setattr(submissions, "send_job", broker_down)
     data = {"image": (io.BytesIO(png()), "p.png"), "background": "image"}
