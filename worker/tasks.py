@@ -118,9 +118,9 @@ def process_job_task(self: Task, job_id: str, failing_since: float | None = None
             log.warning("job %s: transient error, retrying: %s", job_id, exc)
             countdown = retry_countdown(self.request.retries, svc.settings)
             try:
-                raise self.retry(
-                    exc=exc, countdown=countdown, kwargs={"job_id": job_id, "failing_since": since}
-                ) from exc
+                # The job id stays the one positional argument (what job_of_message reads), and is not
+                # repeated as a keyword: Celery before 5.7 would pass it twice.
+                raise self.retry(exc=exc, countdown=countdown, args=[job_id], kwargs={"failing_since": since}) from exc
             except Reject as rejected:
                 outage = rejected  # the retry could not be published: the broker is down
         if outage_deadline is None:
