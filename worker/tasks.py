@@ -119,7 +119,7 @@ def process_job_task(self: Task, job_id: str, failing_since: float | None = None
             countdown = retry_countdown(self.request.retries, svc.settings)
             try:
                 # The job id stays the one positional argument (what job_of_message reads), and is not
-                # repeated as a keyword: Celery before 5.7 would pass it twice.
+                # repeated as a keyword, which a Celery without the fix of celery#6494 passes twice.
                 raise self.retry(exc=exc, countdown=countdown, args=[job_id], kwargs={"failing_since": since}) from exc
             except Reject as rejected:
                 outage = rejected  # the retry could not be published: the broker is down
