@@ -116,7 +116,7 @@ def read_upload(upload: FileStorage | None, field: str, api: ApiContext) -> Uplo
     except InvalidInput as exc:
         if field != "background_image":
             raise
-        raise type(exc)(f"{field}: {exc.message}") from None  # the probe's messages say "image": say which
+        raise exc.about(field) from None  # the probe's messages say "image": say which
     return Upload(stream, size, info)
 
 

@@ -7,6 +7,9 @@ the same work may succeed a little later (the worker retries exactly those, with
 
 from __future__ import annotations
 
+import copy
+from typing import Self
+
 
 class BackdropError(Exception):
     """Base of every error Backdrop raises on purpose."""
@@ -18,6 +21,13 @@ class BackdropError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def about(self, subject: str) -> Self:
+        """The same error, its message naming what it is about (``"background_image: ..."``)."""
+        named = copy.copy(self)
+        named.message = f"{subject}: {self.message}"
+        named.args = (named.message,)
+        return named
 
 
 # --- bad input: the request or file is at fault; retrying will not help -------------------

@@ -42,7 +42,10 @@ class Outcome:
 
 def job_background(job: Job, data: bytes | None, service: WorkerService) -> BackgroundSpec:
     """The background the job asked for, with its uploaded image (``data``) for ``background=image``."""
-    image = decode(data, service.settings).rgb if data is not None else None
+    try:
+        image = decode(data, service.settings).rgb if data is not None else None
+    except InvalidInput as exc:  # the decoder's messages say "image": say which
+        raise exc.about("background_image") from None
     return job.options.background_spec(image)
 
 

@@ -15,7 +15,7 @@ from common.errors import StorageError
 from common.jobs import InputInfo, JobStatus, new_job_id
 from common.options import JobOptions
 from common.settings import Settings
-from common.storage import LocalStorage, input_key
+from common.storage import LocalStorage, background_key, input_key
 from worker import celery_app, tasks
 from worker.runtime import ModelRunner
 from worker.service import WorkerService
@@ -157,3 +157,16 @@ def test_results_of_a_job_failed_while_it_ran_are_deleted(
     assert job.status is JobStatus.FAILED and job.results == {}
     assert not service.storage.exists(f"results/{job_id}/composite.jpg")
     assert [path for path in (service.storage.root / "objects" / "results").rglob("*") if path.is_file()] == []
+
+
+def test_a_background_image_that_cannot_be_decoded_is_named_in_the_error(service: WorkerService) -> None:
+    """Its header passed the API's probe, its data is damaged: the job fails naming the background."""
+    job_id = _submit(service, _png(), JobOptions(background="image"))
+    damaged = _png()[:60]  # the header and the start of the data
+    key = background_key(job_id)
+    service.storage.put(key, damaged, "application/octet-stream")
+    service.redis.hset(f"backdrop:job:{job_id}", "background_image_key", key)
+    tasks.process_job_task.apply(args=[job_id])
+    job = service.jobs.get(job_id)
+    assert job.status is JobStatus.FAILED and job.error.code == "corrupt_image"
+    assert job.error.message.startswith("background_image: "), job.error.message
