@@ -49,11 +49,16 @@ def _backoff(retries: int, cap: float = 30) -> float:
     return min(2**retries, cap)
 
 
+def longest_wait(settings: Settings) -> float:
+    """The longest a retry message may wait: half the visibility timeout. It waits in its worker as an
+    unacknowledged message; held past the visibility timeout, Redis hands it out again."""
+    return settings.visibility_timeout / 2
+
+
 def retry_countdown(retries: int, settings: Settings) -> float:
-    """Seconds before retry ``retries + 1``: the backoff, capped at half the visibility timeout too. A
-    retry waits in its worker as an unacknowledged message; held past the visibility timeout, Redis
-    hands it out again, and each such redelivery counts against BACKDROP_MAX_DELIVERIES."""
-    return _backoff(retries, min(settings.task_retry_backoff_max_seconds, settings.visibility_timeout / 2))
+    """Seconds before retry ``retries + 1``: the backoff, capped at ``longest_wait`` too (each redelivery
+    of a message held longer would count against BACKDROP_MAX_DELIVERIES)."""
+    return _backoff(retries, min(settings.task_retry_backoff_max_seconds, longest_wait(settings)))
 
 
 def gives_up(retries: int, max_retries: int | None, failing_since: float, deadline_seconds: float) -> bool:
@@ -134,9 +139,14 @@ def process_job_task(self: Task, job_id: str, failing_since: float | None = None
 
 
 def hop_countdown(due: float, now: float, settings: Settings) -> float:
-    """Seconds the message waits before its next step towards ``due`` (unix time): at most half the
-    visibility timeout, as for a job's retry, so that the broker never hands a waiting copy out again."""
-    return max(0.0, min(due - now, settings.visibility_timeout / 2))
+    """Seconds the message waits before its next step towards ``due`` (unix time): at most
+    ``longest_wait``, as for a job's retry, so that the broker never hands a waiting copy out again."""
+    return max(0.0, min(due - now, longest_wait(settings)))
+
+
+def _wait_for_attempt(task: Task, attempt: int, due: float, settings: Settings) -> Exception:
+    """The retry that takes the delivery's message one step nearer to attempt ``attempt`` at ``due``."""
+    return task.retry(countdown=hop_countdown(due, time.time(), settings), kwargs={"attempt": attempt, "due": due})
 
 
 # max_retries=None: the number of attempts is bounded by ``attempt``, not by the message's hops.
@@ -148,9 +158,8 @@ def deliver_webhook_task(
     408, 429 and network errors, with the same message id. A wait longer than half the visibility
     timeout (5 s, 25 s, then minutes) is made of several shorter ones, ``due`` being the attempt's time."""
     svc = service()
-    now = time.time()
-    if now < due:  # a step of a long wait: no attempt yet
-        raise self.retry(countdown=hop_countdown(due, now, svc.settings), kwargs={"attempt": attempt, "due": due})
+    if time.time() < due:  # a step of a long wait: no attempt yet
+        raise _wait_for_attempt(self, attempt, due, svc.settings)
     target = _webhook_target(svc, subject_id, event)
     if target is None:
         return "dropped: no such job or batch, or no webhook"
@@ -167,10 +176,7 @@ def deliver_webhook_task(
         return f"delivered: HTTP {result.status}"
     if result.retryable and attempt < svc.settings.webhook_max_attempts:
         log.warning("webhook %s of %s failed (%s); retrying", event, subject_id, result.error or result.status)
-        failed_at = time.time()
-        due = failed_at + retry_delay(attempt)
-        countdown = hop_countdown(due, failed_at, svc.settings)
-        raise self.retry(countdown=countdown, kwargs={"attempt": attempt + 1, "due": due})
+        raise _wait_for_attempt(self, attempt + 1, time.time() + retry_delay(attempt), svc.settings)
     log.warning("webhook %s of %s given up: %s", event, subject_id, result.error or result.status)
     return f"failed: {result.error or result.status}"
 
