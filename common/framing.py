@@ -138,16 +138,26 @@ def find_crown(alpha: np.ndarray, x_lo: float, x_hi: float, y_end: float) -> int
     if c1 <= c0 or r1 <= 0:
         return None
     counts = np.count_nonzero(alpha[:r1, c0:c1] > MATTE_THRESHOLD, axis=1)
-    needed = max(2, math.ceil(CROWN_MIN_SHARE * (c1 - c0)))
-    rows = np.flatnonzero(counts >= needed)
+    rows = np.flatnonzero(counts >= _columns_needed(c0, c1))
     return int(rows[0]) if rows.size else None
 
 
+def _columns_needed(c0: int, c1: int) -> int:
+    """How many of the band's columns [c0, c1) make a row of the head: CROWN_MIN_SHARE, at least 2."""
+    return max(2, math.ceil(CROWN_MIN_SHARE * (c1 - c0)))
+
+
+def _nose_radius(face_width: float) -> int:
+    """The half-size of the patch around the nose that must be person (and seeds the head's region)."""
+    return max(1, round(0.05 * face_width))
+
+
 def head_region(alpha: np.ndarray, seed: Point, radius: int, threshold: float = MATTE_THRESHOLD) -> np.ndarray:
-    """``alpha`` where it is above ``threshold`` and joined (8-neighbours) to the person at ``seed``, zero
-    elsewhere: a speck of matte apart from the head (a stray blob, another person behind) is not its
-    crown. The seed is the strongest pixel within ``radius`` of ``seed``; nothing is joined to a seed
-    below the threshold."""
+    """The rows of ``alpha`` down to ``seed``'s patch, where it is above ``threshold`` and joined
+    (8-neighbours) to the person at ``seed``, zero elsewhere: a speck of matte apart from the head (a
+    stray blob, another person behind) is not its crown. The seed is the strongest pixel within
+    ``radius`` of ``seed``; nothing is joined to a seed below the threshold."""
+    alpha = alpha[: max(0, min(alpha.shape[0], math.ceil(seed.y) + radius + 1))]
     height, width = alpha.shape
     y0, y1 = max(0, round(seed.y) - radius), min(height, round(seed.y) + radius + 1)
     x0, x1 = max(0, round(seed.x) - radius), min(width, round(seed.x) + radius + 1)
@@ -194,7 +204,7 @@ def analyse_head(matte: np.ndarray, face: Face, *, tilt_threshold: float = TILT_
     levelling = cv2.getRotationMatrix2D((centre.x, centre.y), rotation, 1.0)
 
     nose = face.nose
-    r = max(1, round(0.05 * face.width))
+    r = _nose_radius(face.width)
     patch = alpha[
         max(0, round(nose.y) - r) : min(height, round(nose.y) + r + 1),
         max(0, round(nose.x) - r) : min(width, round(nose.x) + r + 1),
@@ -219,16 +229,18 @@ def analyse_head(matte: np.ndarray, face: Face, *, tilt_threshold: float = TILT_
         levelled, valid = alpha, None
     half = CROWN_BAND * face.width
     # Only the head's own matte, above the nose (the region holds the seed), counts.
-    nose_y = _apply(levelling, nose)
-    rows = min(height, math.ceil(nose_y.y) + r + 1)
-    head_alpha = head_region(levelled[:rows], nose_y, r)
+    levelled_nose = _apply(levelling, nose)
+    head_alpha = head_region(levelled, levelled_nose, r)
     crown = find_crown(head_alpha, mid_x - half, mid_x + half, eye_y)
     if crown is None:
         raise MatteMismatch("the matte shows no head above the eyes")
     c0, c1 = max(0, math.floor(mid_x - half)), min(width, math.ceil(mid_x + half))
     at_crown = np.flatnonzero(head_alpha[crown, c0:c1] > MATTE_THRESHOLD) + c0
-    soft = head_region(levelled[:rows], nose_y, r, EDGE_THRESHOLD)
-    soft_at_edge = np.count_nonzero(soft[0, c0:c1]) >= max(2, math.ceil(CROWN_MIN_SHARE * (c1 - c0)))
+    needed = _columns_needed(c0, c1)
+    # Soft matte joined to the head along the top edge; looked for only where the edge has enough of it.
+    soft_at_edge = np.count_nonzero(levelled[0, c0:c1] > EDGE_THRESHOLD) >= needed and (
+        np.count_nonzero(head_region(levelled, levelled_nose, r, EDGE_THRESHOLD)[0, c0:c1]) >= needed
+    )
     touches = crown == 0 or soft_at_edge or (valid is not None and bool(np.any(valid[crown - 1, at_crown] < 0.99)))
     if touches:
         raise FaceCutOff("the top of the head is cut off by the edge of the photo")
@@ -416,9 +428,8 @@ def measure_frame(alpha: np.ndarray, head: HeadGeometry, plan: FramePlan) -> Fra
     chin = plan.to_output(Point(head.mid_x, head.chin_y))
     nose = plan.to_output(_apply(head.levelling, head.face.nose))
     half = CROWN_BAND * head.face_width * plan.scale
-    radius = max(1, round(0.05 * head.face_width * plan.scale))
-    rows = min(height, max(0, math.ceil(nose.y) + radius + 1))
-    crown_row = find_crown(head_region(alpha[:rows], nose, radius), eye.x - half, eye.x + half, eye.y)
+    head_alpha = head_region(alpha, nose, _nose_radius(head.face_width * plan.scale))
+    crown_row = find_crown(head_alpha, eye.x - half, eye.x + half, eye.y)
     crown = float(crown_row) if crown_row is not None else plan.to_output(Point(head.mid_x, head.crown_y)).y
     return FrameMeasures(
         head_height=(chin.y - crown) / height,
