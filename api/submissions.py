@@ -252,7 +252,7 @@ def enqueue_job(
     try:
         api.jobs.insert(job, max_pending=max_pending)
     except TooManyPending:
-        _delete_uploads(api, job)  # the refused job's upload must not linger until retention
+        _delete_uploads(api, [job])  # the refused job's upload must not linger until retention
         raise
     except JobExists:
         existing = api.jobs.get(job.id)
@@ -270,7 +270,7 @@ def enqueue_job(
         # failed) is the reconciler's to send later, with its photo.
         with suppress(redis.RedisError, StorageError):
             if not api.redis.exists(api.jobs.key(job.id)):
-                _delete_uploads(api, job)
+                _delete_uploads(api, [job])
         raise
     return job
 
@@ -349,7 +349,7 @@ def _write_chunk(
         api.batches.add_jobs(batch, [job.id for job in jobs])
     except TooManyPending:  # another request filled the quota meanwhile: the batch is withdrawn
         with suppress(StorageError):  # this chunk's photos, which no record names, go too
-            api.storage.delete_many([key for job in jobs for key in (job.input_key, job.background_image_key) if key])
+            _delete_uploads(api, jobs)
         raise
     except redis.RedisError as exc:
         raise QueueUnavailable(f"the job queue is unavailable, try again later: {exc}") from exc
@@ -418,10 +418,9 @@ def _stores_objects(request: JobRequest) -> bool:
     )
 
 
-def _delete_uploads(api: ApiContext, job: Job) -> None:
-    for stored in (job.input_key, job.background_image_key):
-        if stored is not None:
-            api.storage.delete(stored)
+def _delete_uploads(api: ApiContext, jobs: Sequence[Job]) -> None:
+    """The photos and backgrounds stored for these jobs, in as few requests as the storage allows."""
+    api.storage.delete_many([key for job in jobs for key in (job.input_key, job.background_image_key) if key])
 
 
 def _refused(api: ApiContext, job: Job, refused: InvalidInput) -> Job:
